@@ -1,0 +1,1 @@
+"""One module per `steiner` subcommand, each exposing ``register(subparsers)``."""
