@@ -436,17 +436,18 @@ def split_reasoning(text: str) -> tuple[str, str]:
 
 
 def step_to_dict(step: Step) -> dict[str, Any]:
-    """A JSON-ready step; ``meta["node"]`` (a DAG node id) is kept as ``"node"``."""
+    """A JSON-ready step; non-empty ``meta`` (provenance, DAG node id under "node", exact key under
+    "key") is kept under ``"meta"``."""
     d: dict[str, Any] = {f: getattr(step, f) for f in FIELDS}
     d["decision"] = step.decision
     d["returns_to"] = step.returns_to
-    if step.meta.get("node") is not None:
-        d["node"] = step.meta["node"]
+    if step.meta:
+        d["meta"] = dict(step.meta)
     return d
 
 
 def step_from_dict(d: dict[str, Any]) -> Step:
-    meta = {"node": d["node"]} if d.get("node") is not None else {}
+    """Inverse of `step_to_dict`."""
     return Step(
         name=d.get("name", ""),
         thought=d.get("thought", ""),
@@ -454,7 +455,7 @@ def step_from_dict(d: dict[str, Any]) -> Step:
         reflection=d.get("reflection", ""),
         decision=d.get("decision", "proceed"),
         returns_to=d.get("returns_to"),
-        meta=meta,
+        meta=dict(d.get("meta") or {}),
     )
 
 
