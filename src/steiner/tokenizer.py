@@ -238,3 +238,22 @@ def train_tokenizer(texts: list[str] | Any, vocab_size: int = 1024, *, extend_wi
     if extend_with_reasoning:
         extend_tokenizer(tok)
     return tok
+
+
+def tokenizer_from_tiktoken(path: str | Path, pattern: str, special_tokens: list[str] | None = None):
+    """Convert a tiktoken rank file (e.g. Qwen's ``qwen.tiktoken``) into a fast HF tokenizer, offline.
+
+    Ids equal the ranks; ``special_tokens`` are appended in order after the last rank, as the
+    model family defines them (Qwen2.5: ``<|endoftext|>``, ``<|im_start|>``, ``<|im_end|>``, ...).
+    """
+    from tokenizers import AddedToken
+    from transformers import PreTrainedTokenizerFast
+    from transformers.convert_slow_tokenizer import TikTokenConverter
+
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"tiktoken file {str(p)!r} does not exist")
+    tok = PreTrainedTokenizerFast(tokenizer_object=TikTokenConverter(vocab_file=str(p), pattern=pattern).converted())
+    if special_tokens:
+        tok.add_tokens([AddedToken(t, special=True, normalized=False) for t in special_tokens], special_tokens=True)
+    return tok
