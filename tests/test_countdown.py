@@ -1,0 +1,167 @@
+"""Countdown domain: generator, solver, checker, step writer, step_key and the built-in teacher."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+
+import pytest
+
+from steiner.countdown import (
+    check_answer,
+    expression,
+    generate_problems,
+    held_out_targets,
+    op_step,
+    parse_op,
+    parse_question,
+    question_text,
+    solvable,
+    solve,
+    state_of,
+    step_key,
+)
+from steiner.countdown.teacher import BuiltinCountdownTeacher
+from steiner.format import ReasoningPath, Step, parse, render
+from steiner.synth.teacher import Question, Revealed, Teacher
+
+
+def test_generate_problems_seeded_solvable_and_split_by_target():
+    a = generate_problems(300, seed=3)
+    assert a == generate_problems(300, seed=3)
+    assert a != generate_problems(300, seed=4)
+    held = held_out_targets((10, 100), 0.1, 0)
+    assert len(held) == 9
+    for p in a:
+        assert 3 <= len(p["numbers"]) <= 4
+        assert all(1 <= x <= 20 for x in p["numbers"]) and 10 <= p["target"] <= 100
+        assert p["split"] == ("test" if p["target"] in held else "train")
+        assert check_answer(p["answer"], p["numbers"], p["target"]).ok
+        assert parse_question(p["question"]) == (p["numbers"], p["target"])
+    assert len({(tuple(sorted(p["numbers"])), p["target"]) for p in a}) == 300
+    assert 0 < sum(p["split"] == "test" for p in a) < 100
+    test = generate_problems(50, seed=3, split="test")
+    train = generate_problems(200, seed=3, split="train")
+    assert {p["target"] for p in test} <= held
+    assert not {p["target"] for p in train} & held
+    five = generate_problems(20, seed=0, num_numbers=5, number_range=(1, 9), target_range=(50, 60))
+    assert all(len(p["numbers"]) == 5 and 50 <= p["target"] <= 60 for p in five)
+
+
+def test_generate_problems_bad_ranges_raise():
+    with pytest.raises(ValueError, match="num_numbers"):
+        generate_problems(3, num_numbers=1)
+    with pytest.raises(ValueError, match="could not find"):
+        generate_problems(5, num_numbers=2, number_range=(1, 1), target_range=(90, 100))
+
+
+def test_solver_finds_all_solutions_with_countdown_rules():
+    sols = solve([3, 5, 7, 11], 24)
+    assert sols
+    for sol in sols:
+        assert len(sol) == 3
+        expr = expression([3, 5, 7, 11], sol)
+        assert check_answer(expr, [3, 5, 7, 11], 24).ok, expr
+        for a, op, b, c in sol:
+            assert a >= b and c >= 0 and (op != "/" or a % b == 0)
+    assert len({tuple(s) for s in sols}) == len(sols)  # distinct move sequences
+    assert {expression([3, 5, 7, 11], s) for s in sols} == {"((11 * 7) - 5) / 3", "(11 - 5) * (7 - 3)"}
+    assert not solve([1, 1], 24) and not solvable([1, 1], 24)
+    assert solvable([4, 6], 24) and not solvable([4, 6], 25)
+    assert solve([2, 2], 1) == [[(2, "/", 2, 1)]]
+    assert solve([24], 24) == [[]]
+
+
+@pytest.mark.parametrize(
+    ("expr", "numbers", "target", "ok", "reason"),
+    [
+        ("(3 + 5) * 3", [3, 5, 3], 24, True, "ok"),
+        ("7 * 7 - 25", [7, 2, 25], 24, False, "uses 7 twice"),
+        ("hello", [3], 3, False, "not an expression"),
+        ("3 + 5", [3, 5], 9, False, "equals 8, not 9"),
+        ("7 / 2 * 2", [7, 2, 2], 7, False, "7 / 2 is not a whole number"),
+        ("9 + 15", [3, 15], 24, False, "uses 9, which is not one of the numbers"),
+        ("(3 + 5", [3, 5], 8, False, "not an expression"),
+        ("3 / (5 - 5)", [3, 5, 5], 0, False, "divides by zero"),
+        ("-3 + 27", [3, 27], 24, False, "unary minus"),
+        ("Answer: (11 - 7) * (3 + 3) = 24", [11, 7, 3, 3], 24, True, "ok"),
+        ("3 × 8", [3, 8], 24, True, "ok"),
+        ("__import__('os')", [1], 1, False, "not an expression"),
+        ("", [1], 1, False, "not an expression"),
+    ],
+)
+def test_check_answer(expr, numbers, target, ok, reason):
+    res = check_answer(expr, numbers, target)
+    assert res.ok is ok
+    assert reason in res.reason
+
+
+def test_step_writer_phrasings_and_step_key():
+    rng = random.Random(0)
+    steps = [op_step(state_of([3, 5, 7, 11]), (5, "+", 3, 8), 24, rng) for _ in range(40)]
+    for s in steps:
+        assert step_key(s) == "7,8,11"
+        assert parse_op(s) == (5, "+", 3, 8)
+        assert 5 <= len(f"{s.name} {s.thought} {s.summary} {s.reflection}".split()) <= 60
+    for field in ("name", "thought", "summary", "reflection"):
+        assert len({getattr(s, field) for s in steps}) >= 3, field
+    # the key comes from the text, robust to phrasing and order; meta is only a fallback
+    assert step_key(Step(summary="blah. Remaining numbers: 11, 5 and 8")) == "5,8,11"
+    assert step_key(Step(thought="remaining: 9", meta={"key": "1,2"})) == "9"
+    assert step_key(Step(summary="nothing", meta={"key": "1,2"})) == "1,2"
+    assert step_key(Step(summary="nothing")) is None
+    with pytest.raises(ValueError, match="not legal"):
+        op_step(state_of([3, 5]), (7, "+", 3, 10), 24, rng)
+
+
+def _line_ok(q: Question, steps: list[Step], final: str) -> bool:
+    path = ReasoningPath(steps, final)
+    back = parse(render(path))
+    return back.ok and back.steps == steps and check_answer(final, q.meta["numbers"], q.meta["target"]).ok
+
+
+def test_builtin_teacher_reference_forward_reveal():
+    teacher = BuiltinCountdownTeacher(seed=1)
+    assert isinstance(teacher, Teacher)
+    problems = generate_problems(60, seed=5)
+    backtracks = corrects = 0
+    for rec in problems:
+        q = Question.from_record(rec)
+        ref, answer = asyncio.run(teacher.reference(q))
+        assert _line_ok(q, ref, answer) and ref[-1].decision == "end"
+        for cut in range(len(ref)):
+            prefix = ref[:cut]
+            attempt = asyncio.run(teacher.forward(q, prefix, 2, seed=cut))
+            assert 1 <= len(attempt) <= 2
+            assert attempt == asyncio.run(teacher.forward(q, prefix, 2, seed=cut))  # seeded
+            rev = asyncio.run(teacher.reveal(q, prefix, attempt, seed=cut))
+            assert isinstance(rev, Revealed)
+            line = prefix + attempt
+            if rev.returns_to is None:
+                corrects += 1
+                active = line + rev.steps
+                assert solvable([int(x) for x in step_key(line[-1]).split(",")], q.meta["target"])
+            else:
+                backtracks += 1
+                assert 0 <= rev.returns_to < len(line)
+                assert str(q.meta["target"]) in rev.reflection
+                active = line[: rev.returns_to] + rev.steps
+            assert len(active) == len(q.meta["numbers"]) - 1
+            assert check_answer(rev.final_answer, q.meta["numbers"], q.meta["target"]).ok
+            if rev.steps:
+                assert rev.steps[-1].decision == "end"
+    assert backtracks > 10 and corrects > 10  # the heuristic policy both fails and succeeds
+
+
+def test_reveal_reflection_names_the_dead_end():
+    numbers = [3, 8, 50, 50]  # 50 - 50 = 0, 3 * 8 + 0 = 24; 8 * 50 leaves 3, 50, 400: dead
+    q = Question("q", question_text(numbers, 24), "", {"numbers": numbers, "target": 24})
+    teacher = BuiltinCountdownTeacher(seed=0)
+    attempt = [op_step(state_of(numbers), (50, "*", 8, 400), 24, random.Random(0)),
+               op_step(state_of([3, 50, 400]), (400, "/", 50, 8), 24, random.Random(0))]
+    rev = asyncio.run(teacher.reveal(q, [], attempt, seed=0))
+    assert rev.returns_to == 0
+    assert "3" in rev.reflection and "8" in rev.reflection and "24" in rev.reflection
+    assert check_answer(rev.final_answer, numbers, 24).ok
+    with pytest.raises(ValueError, match="cannot make"):
+        asyncio.run(teacher.reference(Question("u", question_text([1, 1], 24), "")))
