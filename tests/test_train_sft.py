@@ -1,0 +1,127 @@
+"""SFT: assistant-only labels, packing, a real TRL run, and checkpoint resume."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from steiner.config import ConfigError
+from test_train_common import write_paths
+
+
+def test_prompt_tokens_are_masked_and_assistant_tokens_are_not(tmp_path, tiny_tokenizer):
+    from steiner.train.common import path_messages, read_paths
+    from steiner.train.sft import IGNORE_INDEX, tokenize_conversation
+
+    rec, _ = read_paths(str(write_paths(tmp_path / "p.jsonl", n=1)))[0]
+    ex = tokenize_conversation(tiny_tokenizer, path_messages(rec))
+    ids, labels = ex["input_ids"], ex["labels"]
+    assert len(ids) == len(labels)
+    prompt = tiny_tokenizer.apply_chat_template(path_messages(rec)[:1], tokenize=True, return_dict=False,
+                                                add_generation_prompt=True)
+    assert ids[: len(prompt)] == list(prompt)
+    assert all(lab == IGNORE_INDEX for lab in labels[: len(prompt)])
+    trained = [t for t, lab in zip(ids, labels, strict=True) if lab != IGNORE_INDEX]
+    assert trained == ids[len(prompt) : len(prompt) + len(trained)]  # one contiguous assistant span
+    text = tiny_tokenizer.decode(trained)
+    assert text.startswith("<|reasoning_start|>") and text.endswith(rec["final_answer"] + "<|im_end|>")
+    assert "<|reasoning_backtrack|>" in text
+    full = tokenize_conversation(tiny_tokenizer, path_messages(rec), assistant_only_loss=False)
+    assert full["labels"] == ids
+
+
+def test_template_without_generation_markers_is_an_error(tmp_path, tiny_tokenizer):
+    import copy
+
+    from steiner.train.common import path_messages, read_paths
+    from steiner.train.sft import tokenize_conversation
+
+    tok = copy.deepcopy(tiny_tokenizer)
+    tok.chat_template = "{% for m in messages %}{{ m['content'] }}<|im_end|>{% endfor %}"
+    rec, _ = read_paths(str(write_paths(tmp_path / "p.jsonl", n=1)))[0]
+    with pytest.raises(ValueError, match="generation"):
+        tokenize_conversation(tok, path_messages(rec))
+
+
+def test_config_errors():
+    from steiner.train.sft import SteinerSFTConfig
+
+    with pytest.raises(ConfigError, match="paths_files"):
+        SteinerSFTConfig()
+    with pytest.raises(ConfigError, match="too_long"):
+        SteinerSFTConfig(paths_files=["p.jsonl"], too_long="wrap")
+    with pytest.raises(ConfigError, match="max_length"):
+        SteinerSFTConfig(paths_files=["p.jsonl"], max_length=0)
+
+
+def test_too_long_conversations_are_dropped_or_truncated(tmp_path, tiny_tokenizer):
+    from steiner.train.sft import IGNORE_INDEX, SteinerSFTConfig, build_dataset
+
+    paths = str(write_paths(tmp_path / "p.jsonl", n=4))
+    ds, stats = build_dataset(SteinerSFTConfig(paths_files=[paths], max_length=4096), tiny_tokenizer)
+    longest = max(map(len, ds["input_ids"]))
+    shortest = min(map(len, ds["input_ids"]))
+    cut = (longest + shortest) // 2
+    ds2, stats2 = build_dataset(SteinerSFTConfig(paths_files=[paths], max_length=cut), tiny_tokenizer)
+    assert stats2["dropped_too_long"] > 0 and len(ds2) + stats2["dropped_too_long"] == len(ds)
+    ds3, stats3 = build_dataset(SteinerSFTConfig(paths_files=[paths], max_length=cut, too_long="truncate"),
+                                tiny_tokenizer)
+    assert len(ds3) == len(ds) and max(map(len, ds3["input_ids"])) == cut
+    assert all(any(t != IGNORE_INDEX for t in lab) for lab in ds3["labels"])
+    with pytest.raises(ValueError, match="max_length"):
+        build_dataset(SteinerSFTConfig(paths_files=[paths], max_length=8), tiny_tokenizer)
+
+
+def _cfg(tmp_path, tiny_model_dir, **kw):
+    from steiner.train.sft import SteinerSFTConfig
+
+    paths = write_paths(tmp_path / "paths.jsonl", n=16)
+    base = dict(model=str(tiny_model_dir), output_dir=str(tmp_path / "out"), paths_files=[str(paths)],
+                max_length=256, per_device_batch_size=2, logging_steps=1, learning_rate=5e-3)
+    return SteinerSFTConfig(**{**base, **kw})
+
+
+@pytest.mark.parametrize("packing", [True, False])
+def test_sft_runs_and_saves_a_model_folder(tmp_path, tiny_model_dir, packing):
+    from steiner.tokenizer import load_model, load_tokenizer
+    from steiner.train.sft import main
+
+    out = main(_cfg(tmp_path, tiny_model_dir, packing=packing, max_steps=2, save_steps=100))
+    summary = json.loads((out / "steiner_train.json").read_text())
+    assert summary["global_step"] == 2 and summary["stage"] == "sft" and summary["data"]["conversations"] == 16
+    assert summary["train_loss"] > 0
+    load_model(out)
+    assert "generation" in load_tokenizer(out).chat_template
+
+
+def test_sft_lora_merges_on_save(tmp_path, tiny_model_dir):
+    import torch
+
+    from steiner.tokenizer import ReasoningTokenIds, load_model, load_tokenizer
+    from steiner.train.sft import main
+
+    out = main(_cfg(tmp_path, tiny_model_dir, lora=True, lora_r=4, lora_alpha=8, max_steps=2, save_steps=100))
+    assert not (out / "adapter_config.json").exists()
+    merged = load_model(out)
+    base = load_model(tiny_model_dir)
+    ids = ReasoningTokenIds.from_tokenizer(load_tokenizer(out)).all()
+    assert not any("lora" in n for n, _ in merged.named_parameters())
+    assert not torch.allclose(merged.get_input_embeddings().weight[ids], base.get_input_embeddings().weight[ids])
+    q = "model.layers.0.self_attn.q_proj.weight"
+    assert not torch.allclose(dict(merged.named_parameters())[q], dict(base.named_parameters())[q])
+
+
+def test_sft_resumes_from_the_latest_checkpoint(tmp_path, tiny_model_dir):
+    from steiner.train.sft import main
+
+    out = main(_cfg(tmp_path, tiny_model_dir, max_steps=2, save_steps=2))
+    assert (out / "checkpoint-2").is_dir()
+    # a second run asking for 4 steps continues the first one instead of starting over
+    out = main(_cfg(tmp_path, tiny_model_dir, max_steps=4, save_steps=2))
+    summary = json.loads((out / "steiner_train.json").read_text())
+    assert summary["resumed_from"].endswith("checkpoint-2")
+    state = json.loads((out / "checkpoint-4" / "trainer_state.json").read_text())
+    assert state["global_step"] == 4
+    steps_logged = [e["step"] for e in state["log_history"] if "loss" in e]
+    assert steps_logged == [1, 2, 3, 4]
