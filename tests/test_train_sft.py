@@ -125,3 +125,28 @@ def test_sft_resumes_from_the_latest_checkpoint(tmp_path, tiny_model_dir):
     assert state["global_step"] == 4
     steps_logged = [e["step"] for e in state["log_history"] if "loss" in e]
     assert steps_logged == [1, 2, 3, 4]
+
+
+def test_packed_batches_keep_attention_inside_each_conversation(tmp_path, tiny_model_dir):
+    """A packed, padding-free batch gives every conversation the logits it gets alone (no cross-talk)."""
+    import torch
+    from trl import SFTTrainer
+
+    from steiner.train.common import load_model_and_tokenizer
+    from steiner.train.sft import build_dataset, sft_arguments
+
+    cfg = _cfg(tmp_path, tiny_model_dir, packing=True, per_device_batch_size=1, max_length=1024)
+    model, tok = load_model_and_tokenizer(cfg)
+    ds, _ = build_dataset(cfg, tok)
+    trainer = SFTTrainer(model=model, args=sft_arguments(cfg), train_dataset=ds, processing_class=tok)
+    batch = next(iter(trainer.get_train_dataloader()))
+    pos = batch["position_ids"][0]
+    starts = [i for i in range(len(pos)) if pos[i] == 0] + [len(pos)]
+    assert len(starts) > 2, "expected several conversations packed into one row"
+    assert "attention_mask" not in batch or batch["attention_mask"].all()
+    model.eval()
+    with torch.no_grad():
+        packed = model(input_ids=batch["input_ids"], position_ids=batch["position_ids"], use_cache=False).logits[0]
+        for a, b in zip(starts, starts[1:], strict=False):
+            alone = model(input_ids=batch["input_ids"][:, a:b], use_cache=False).logits[0]
+            assert torch.allclose(packed[a:b], alone, atol=1e-4)
