@@ -1,0 +1,222 @@
+"""A logits processor for the whole reasoning format: every completion it lets through parses cleanly.
+
+The grammar it enforces, token by token (text = any vocabulary entry that is not control markup)::
+
+    <|reasoning_start|>
+      ( <|reasoning_step_start|>
+          name_start text+ name_end  thought_start text+ thought_end
+          summary_start text+ summary_end  reflection_start text+ reflection_end
+        <|reasoning_step_end|>  (proceed | backtrack | end) )+
+    answer-text* eos
+
+Inside a field the model writes text or the field's end token, nothing else; after a decision only
+a new step may start; after ``<|reasoning_end|>`` only text and eos. Step bounds follow
+`StepBoundsLogitsProcessor` (``min_steps``, ``max_steps``), except that below ``min_steps`` the
+probability the model gives to ending moves to proceed ("an early end becomes proceed", as s1's
+budget forcing turns an end of thinking into "Wait"). ``max_reasoning_tokens`` caps the reasoning
+(s1-style budget forcing): when the tokens left are just enough to close the open step (empty
+remaining fields, step end) and end the reasoning, those closing tokens are forced in order, so the
+reasoning (``<|reasoning_start|>`` to ``<|reasoning_end|>`` inclusive) never exceeds the budget when
+the budget is at least 12 tokens; the budget wins over ``min_steps``.
+
+State. The grammar state of a row is a function of the last structural token in its completion and
+whether text follows it, so it is recomputed from the ids each call: exact under beam search's row
+reordering, and cheap because only a window of the last 128 tokens is searched (rows whose open
+field is longer fall back to their whole completion). The step count is recomputed only at step
+ends, as in `StepBoundsLogitsProcessor`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import torch
+from transformers import LogitsProcessor
+
+from steiner.infer.step_bounds import CompletionStart, RuleTable, apply_rules, count_in_completion
+from steiner.infer.vocab import InferVocab, check_step_bounds
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
+
+# states (also the rule index of the allowed-token table)
+FREE, START, OPEN_FIRST, OPEN, STEP = range(5)
+FIELD_EMPTY = 5  # + field index 0..3 (name, thought, summary, reflection): just opened
+FIELD_TEXT = 9  # + field index: has text
+AFTER_FIELD = 13  # + field index: closed, expecting the next field or the step end
+DECIDE, CONTINUE, END_ONLY, ANSWER = 17, 18, 19, 20
+FORCE = 21  # + index of the token in ReasoningTokenIds.all(): that token only
+NUM_RULES = FORCE + 14
+
+WINDOW = 128
+EOS_KIND = 15  # kinds: 0 text, 1..14 reasoning tokens in SPECIAL_TOKENS order, 15 eos
+
+# tokens still needed to close the reasoning from each state (budget forcing)
+_NEED = {START: 2, OPEN_FIRST: 1, OPEN: 11, STEP: 10, DECIDE: 1}
+for _f in range(4):
+    _NEED[FIELD_EMPTY + _f] = _NEED[FIELD_TEXT + _f] = 2 * (3 - _f) + 3
+    _NEED[AFTER_FIELD + _f] = 2 * (3 - _f) + 2
+
+
+class FormatLogitsProcessor(LogitsProcessor):
+    """Keep every step well-formed at any temperature, with optional step bounds and a token budget.
+
+    Args:
+        tokenizer: a tokenizer extended with the reasoning tokens; its eos ends the answer.
+        min_steps: the reasoning may not end before this many steps (an early end becomes proceed).
+        max_steps: after this many steps the reasoning must end (None: no bound).
+        max_reasoning_tokens: budget for the reasoning, ``<|reasoning_end|>`` included (None: none).
+        prompt_lengths: where each row's completion starts (see `steiner.infer.step_bounds.CompletionStart`).
+        allow_empty_fields: let a field close right after it opens (default: at least one text token).
+
+    ``__call__(input_ids (rows, length), scores (rows, vocab)) -> new scores``, disallowed = ``-inf``.
+    """
+
+    def __init__(
+        self,
+        tokenizer: PreTrainedTokenizerBase,
+        min_steps: int = 0,
+        max_steps: int | None = None,
+        max_reasoning_tokens: int | None = None,
+        prompt_lengths: int | Sequence[int] | None = None,
+        *,
+        allow_empty_fields: bool = False,
+    ) -> None:
+        check_step_bounds(min_steps, max_steps)
+        if max_reasoning_tokens is not None and (
+            isinstance(max_reasoning_tokens, bool) or not isinstance(max_reasoning_tokens, int) or max_reasoning_tokens < 1
+        ):
+            raise ValueError(f"max_reasoning_tokens must be a positive integer, got {max_reasoning_tokens!r}")
+        self.vocab = InferVocab.from_tokenizer(tokenizer)
+        self.min_steps = min_steps
+        self.max_steps = max_steps
+        self.max_reasoning_tokens = max_reasoning_tokens
+        self.allow_empty_fields = allow_empty_fields
+        self.start = CompletionStart(prompt_lengths)
+        self._build_tables()
+
+    def reset(self) -> None:
+        """Forget the completion start: the next call begins a new generation."""
+        self.start.reset()
+
+    def _build_tables(self) -> None:
+        v, t = self.vocab, self.vocab.ids
+        reasoning = t.all()
+        text = [i for i in range(v.size) if i not in v.control_ids]
+        starts = [t.name_start, t.thought_start, t.summary_start, t.reflection_start]
+        ends = [t.name_end, t.thought_end, t.summary_end, t.reflection_end]
+        allowed: dict[int, list[int]] = {
+            START: [t.reasoning_start],
+            OPEN_FIRST: [t.step_start],
+            OPEN: [t.step_start],
+            STEP: [t.name_start],
+            DECIDE: [t.proceed, t.backtrack, t.reasoning_end],
+            CONTINUE: [t.proceed, t.backtrack],
+            END_ONLY: [t.reasoning_end],
+            ANSWER: text + [v.eos_id],
+        }
+        forced = {START: t.reasoning_start, OPEN_FIRST: t.reasoning_end, OPEN: t.step_start, STEP: t.name_start,
+                  DECIDE: t.reasoning_end}
+        for f in range(4):
+            allowed[FIELD_EMPTY + f] = text + ([ends[f]] if self.allow_empty_fields else [])
+            allowed[FIELD_TEXT + f] = text + [ends[f]]
+            nxt = starts[f + 1] if f < 3 else t.step_end
+            allowed[AFTER_FIELD + f] = [nxt]
+            forced[FIELD_EMPTY + f] = forced[FIELD_TEXT + f] = ends[f]
+            forced[AFTER_FIELD + f] = nxt
+        for i, tok in enumerate(reasoning):
+            allowed[FORCE + i] = [tok]
+        self.table = RuleTable(allowed, NUM_RULES)
+
+        # kind of each id, and the state after a structural kind (column: text follows it or not)
+        kind = torch.zeros(v.size + 1, dtype=torch.long)
+        for i, tok in enumerate(reasoning):
+            kind[tok] = i + 1
+        kind[v.eos_id] = EOS_KIND
+        self._kind_cpu = kind
+        state = torch.full((16, 2), START, dtype=torch.long)
+        state[1] = OPEN_FIRST
+        state[2] = ANSWER
+        state[3] = state[4] = OPEN
+        state[5] = STEP
+        state[6] = DECIDE
+        for f in range(4):
+            state[7 + 2 * f, 0] = FIELD_EMPTY + f
+            state[7 + 2 * f, 1] = FIELD_TEXT + f
+            state[8 + 2 * f] = AFTER_FIELD + f
+        state[EOS_KIND] = FREE
+        self._state_cpu = state
+        need = torch.zeros(NUM_RULES, dtype=torch.long)
+        force_rule = torch.zeros(NUM_RULES, dtype=torch.long)
+        index = {tok: i for i, tok in enumerate(reasoning)}
+        for s, n in _NEED.items():
+            need[s] = n
+            force_rule[s] = FORCE + index[forced[s]]
+        self._need_cpu, self._force_cpu = need, force_rule
+        self._dev: dict[torch.device, tuple[torch.Tensor, ...]] = {}
+
+    def _tables(self, device: torch.device) -> tuple[torch.Tensor, ...]:
+        if device not in self._dev:
+            self._dev[device] = tuple(x.to(device) for x in (self._kind_cpu, self._state_cpu, self._need_cpu,
+                                                               self._force_cpu))
+        return self._dev[device]
+
+    def _last_structural(self, input_ids: torch.Tensor, starts: torch.Tensor, kind_lut: torch.Tensor,
+                         lo: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(column, kind) of each row's last structural token at or after ``lo``; column -1 if none."""
+        length = input_ids.shape[1]
+        if lo >= length:
+            none = torch.full((input_ids.shape[0],), -1, dtype=torch.long, device=input_ids.device)
+            return none, torch.zeros_like(none)
+        cols = torch.arange(lo, length, device=input_ids.device)
+        ids = input_ids[:, lo:].clamp(0, kind_lut.numel() - 1)
+        kinds = torch.where(cols[None, :] >= starts[:, None], kind_lut[ids], 0)
+        pos = torch.where(kinds > 0, cols[None, :], -1).max(1).values
+        k = kinds.gather(1, (pos - lo).clamp(min=0)[:, None]).squeeze(1)
+        return pos, torch.where(pos >= 0, k, 0)
+
+    def rules(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """The rule (state, or forced token) of each row as a long tensor."""
+        t = self.vocab.ids
+        kind_lut, state_of, need, force_rule = self._tables(input_ids.device)
+        starts = self.start(input_ids)
+        length = input_ids.shape[1]
+        clen = length - starts
+        lo = max(int(starts.min()), length - WINDOW)
+        pos, kind = self._last_structural(input_ids, starts, kind_lut, lo)
+        redo = torch.nonzero((pos < 0) & (starts < lo)).flatten()
+        if redo.numel():  # an open field longer than the window: search the whole completion
+            p2, k2 = self._last_structural(input_ids[redo], starts[redo], kind_lut, int(starts[redo].min()))
+            pos[redo], kind[redo] = p2, k2
+        has_text = (pos < length - 1).long()
+        rules = state_of[kind, has_text]
+
+        at_end = torch.nonzero(rules == DECIDE).flatten()
+        if at_end.numel():
+            n = count_in_completion(input_ids, at_end, starts, t.step_end)
+            r = torch.full_like(n, DECIDE)
+            r[n < self.min_steps] = CONTINUE
+            if self.max_steps is not None:
+                r[n >= self.max_steps] = END_ONLY
+            rules[at_end] = r
+        if self.max_steps == 0:
+            rules[rules == OPEN_FIRST] = force_rule[OPEN_FIRST]
+        if self.max_reasoning_tokens is not None:
+            budget = self.max_reasoning_tokens
+            # a step costs at least 11 tokens (start, 4 empty fields, end) plus the decision before it
+            decide = (rules == DECIDE) | (rules == CONTINUE) | (rules == END_ONLY)
+            rules[decide & (clen + 12 > budget)] = END_ONLY
+            rules[(rules == OPEN_FIRST) & (clen + 11 > budget)] = force_rule[OPEN_FIRST]
+            closing = (need[rules] > 0) & (rules != DECIDE) & (clen + need[rules] >= budget)
+            rules = torch.where(closing, force_rule[rules], rules)
+        return rules
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        rules = self.rules(input_ids)
+        out = apply_rules(scores, rules, self.table)
+        cont = torch.nonzero(rules == CONTINUE).flatten()
+        if cont.numel():  # below min_steps the mass of "end" goes to "proceed"
+            t = self.vocab.ids
+            out[cont, t.proceed] = torch.logaddexp(scores[cont, t.proceed], scores[cont, t.reasoning_end])
+        return out

@@ -1,0 +1,166 @@
+"""Batched generation with a transformers model: chat prompts in, parsed reasoning paths out."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal
+
+from steiner.format import REASONING_END, ReasoningPath, parse, split_reasoning
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+
+@dataclass
+class Generation:
+    """One completion.
+
+    ``text`` holds the completion with its special tokens but without the trailing eos;
+    ``token_ids`` the matching ids. ``reasoning`` is the text up to and including
+    ``<|reasoning_end|>`` (all of it if reasoning never ended), ``answer`` what follows, stripped.
+    ``reasoning_tokens`` counts the ids up to and including ``<|reasoning_end|>``;
+    ``completion_tokens`` counts every generated id, the eos included (as vLLM and OpenAI count).
+    """
+
+    text: str
+    token_ids: list[int]
+    path: ReasoningPath
+    reasoning: str
+    answer: str
+    reasoning_tokens: int
+    completion_tokens: int
+    finish_reason: Literal["stop", "length"]
+
+
+def render_prompts(tokenizer: PreTrainedTokenizerBase, conversations: Sequence[Sequence[dict]]) -> list[str]:
+    """Each conversation through the chat template, ending with the assistant generation prompt."""
+    prompts = []
+    for i, conv in enumerate(conversations):
+        if not isinstance(conv, list | tuple) or not all(isinstance(m, dict) and "role" in m for m in conv):
+            raise ValueError(f"conversation {i} must be a list of {{'role', 'content'}} messages, got {conv!r:.80}")
+        prompts.append(tokenizer.apply_chat_template(list(conv), tokenize=False, add_generation_prompt=True))
+    return prompts
+
+
+def make_generation(tokenizer: PreTrainedTokenizerBase, ids: Sequence[int], *, stop: Sequence[str] | None = None,
+                    eos_ids: Sequence[int] = ()) -> Generation:
+    """Build a `Generation` from raw completion ids: cut at the first eos (or stop string), parse."""
+    ids = list(ids)
+    finish: Literal["stop", "length"] = "length"
+    generated = len(ids)
+    for j, tid in enumerate(ids):
+        if tid in eos_ids:
+            ids, finish, generated = ids[:j], "stop", j + 1
+            break
+    text = tokenizer.decode(ids, skip_special_tokens=False)
+    if stop:
+        cut = min((text.find(s) for s in stop if s and s in text), default=-1)
+        if cut >= 0:
+            text, finish = text[:cut], "stop"
+            # keep the ids whose decoded text fits in the cut text
+            while ids and len(tokenizer.decode(ids, skip_special_tokens=False)) > cut:
+                ids.pop()
+            generated = len(ids)
+    reasoning, answer = split_reasoning(text)
+    end_id = tokenizer.convert_tokens_to_ids(REASONING_END)
+    reasoning_tokens = ids.index(end_id) + 1 if end_id in ids else len(ids)
+    return Generation(
+        text=text,
+        token_ids=ids,
+        path=parse(text),
+        reasoning=reasoning,
+        answer=answer.strip(),
+        reasoning_tokens=reasoning_tokens,
+        completion_tokens=generated,
+        finish_reason=finish,
+    )
+
+
+def build_processors(tokenizer: PreTrainedTokenizerBase, *, min_steps: int = 0, max_steps: int | None = None,
+                     format_strict: bool = False, max_reasoning_tokens: int | None = None) -> list:
+    """The logits processors `generate` uses: the format processor when asked for (or when a token
+    budget needs it), else the step-bounds processor when bounds are set, else none."""
+    from steiner.infer.format_processor import FormatLogitsProcessor
+    from steiner.infer.step_bounds import StepBoundsLogitsProcessor
+
+    if format_strict or max_reasoning_tokens is not None:
+        return [FormatLogitsProcessor(tokenizer, min_steps, max_steps, max_reasoning_tokens)]
+    if min_steps or max_steps is not None:
+        return [StepBoundsLogitsProcessor(tokenizer, min_steps, max_steps)]
+    return []
+
+
+def generate(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    conversations: list[list[dict]],
+    *,
+    n: int = 1,
+    max_new_tokens: int = 512,
+    temperature: float = 1.0,
+    top_p: float = 1.0,
+    seed: int | None = None,
+    min_steps: int = 0,
+    max_steps: int | None = None,
+    format_strict: bool = False,
+    max_reasoning_tokens: int | None = None,
+    batch_size: int = 16,
+    stop: list[str] | None = None,
+) -> list[list[Generation]]:
+    """Sample ``n`` completions per conversation; result[i][j] is sample j of conversation i.
+
+    Prompts are rendered with the tokenizer's chat template (``add_generation_prompt=True``), left
+    padded and generated ``batch_size`` rows at a time. ``temperature=0`` decodes greedily.
+    ``min_steps``/``max_steps`` bound the steps (`StepBoundsLogitsProcessor`); ``format_strict``
+    enforces the whole format (`FormatLogitsProcessor`), which a ``max_reasoning_tokens`` budget
+    implies. ``stop`` strings end a completion early (the stop string is not included).
+    """
+    import torch
+    from transformers import LogitsProcessorList
+
+    for name, value, lo in (("n", n, 1), ("max_new_tokens", max_new_tokens, 1), ("batch_size", batch_size, 1)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < lo:
+            raise ValueError(f"{name} must be an integer >= {lo}, got {value!r}")
+    if temperature < 0:
+        raise ValueError(f"temperature must be >= 0, got {temperature!r}")
+    if not 0 < top_p <= 1:
+        raise ValueError(f"top_p must be in (0, 1], got {top_p!r}")
+    prompts = render_prompts(tokenizer, conversations)
+    rows = [p for p in prompts for _ in range(n)]
+    eos_ids = [tokenizer.eos_token_id]
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    device = next(model.parameters()).device
+    if seed is not None:
+        torch.manual_seed(seed)
+        if torch.cuda.is_available():
+            torch.cuda.manual_seed_all(seed)
+    sampling = dict(do_sample=True, temperature=temperature, top_p=top_p, top_k=0) if temperature > 0 else dict(
+        do_sample=False, temperature=None, top_p=None, top_k=None)
+    was_training = model.training
+    model.eval()
+    out: list[Generation] = []
+    try:
+        for b in range(0, len(rows), batch_size):
+            chunk = rows[b : b + batch_size]
+            enc = tokenizer(chunk, return_tensors="pt", padding=True, padding_side="left", add_special_tokens=False)
+            enc = {k: v.to(device) for k, v in enc.items()}
+            processors = build_processors(tokenizer, min_steps=min_steps, max_steps=max_steps,
+                                          format_strict=format_strict, max_reasoning_tokens=max_reasoning_tokens)
+            with torch.inference_mode():
+                seqs = model.generate(
+                    **enc,
+                    max_new_tokens=max_new_tokens,
+                    logits_processor=LogitsProcessorList(processors),
+                    eos_token_id=eos_ids,
+                    pad_token_id=pad_id,
+                    stop_strings=list(stop) if stop else None,
+                    tokenizer=tokenizer if stop else None,
+                    **sampling,
+                )
+            width = enc["input_ids"].shape[1]
+            for row in seqs[:, width:].tolist():
+                out.append(make_generation(tokenizer, row, stop=stop, eos_ids=eos_ids))
+    finally:
+        model.train(was_training)
+    return [out[i * n : (i + 1) * n] for i in range(len(conversations))]

@@ -1,0 +1,215 @@
+"""Steiner's step-bounding logits processor: force the reasoning to take between min and max steps.
+
+The rules, over the completion's own tokens (the prompt is never looked at):
+
+- no completion token yet: only ``<|reasoning_start|>``;
+- last token ``<|reasoning_step_end|>`` and n step ends so far: n >= max_steps -> only
+  ``<|reasoning_end|>``; n < min_steps -> only proceed/backtrack; otherwise proceed, backtrack and
+  end, and the model's own logits choose;
+- last token proceed or backtrack: only ``<|reasoning_step_start|>``;
+- anything else: untouched.
+
+Cost. Only the last token of each row is read on every call; the step count is recomputed from
+the ids, and only for rows whose last token is a step end (once per step). So the common call is
+O(rows) plus the O(rows x vocab) copy every processor pays, whatever the length of the reasoning,
+and the count stays exact when beam search reorders rows between calls (no per-row state to go
+stale). See benchmarks/logits_processor.py for the figures.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import torch
+from transformers import LogitsProcessor
+
+from steiner.infer.vocab import InferVocab, check_step_bounds
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
+
+# what a row may emit next; FREE leaves the row untouched
+FREE, ONLY_START, ONLY_END, CONTINUE, DECIDE, ONLY_STEP_START = range(6)
+
+
+def rule_tokens(vocab: InferVocab) -> dict[int, list[int]]:
+    """The allowed token ids of each constrained rule."""
+    t = vocab.ids
+    return {
+        ONLY_START: [t.reasoning_start],
+        ONLY_END: [t.reasoning_end],
+        CONTINUE: [t.proceed, t.backtrack],
+        DECIDE: [t.proceed, t.backtrack, t.reasoning_end],
+        ONLY_STEP_START: [t.step_start],
+    }
+
+
+def decision_rule(n: int, min_steps: int, max_steps: int | None) -> int:
+    """The rule after the n-th step end (scalar form, used by the vLLM adapters)."""
+    if max_steps is not None and n >= max_steps:
+        return ONLY_END
+    if n < min_steps:
+        return CONTINUE
+    return DECIDE
+
+
+def rule_for_sequence(vocab: InferVocab, completion: Sequence[int], min_steps: int, max_steps: int | None,
+                      step_ends: int | None = None) -> int:
+    """The rule for one completion given as a list of ids (``step_ends`` skips the recount)."""
+    if not completion:
+        return ONLY_START
+    last = completion[-1]
+    t = vocab.ids
+    if last == t.step_end:
+        n = completion.count(t.step_end) if step_ends is None else step_ends
+        return decision_rule(n, min_steps, max_steps)
+    if last == t.proceed or last == t.backtrack:
+        return ONLY_STEP_START
+    return FREE
+
+
+class RuleTable:
+    """A (rules x vocab) boolean table of allowed tokens, built once per vocabulary width and device."""
+
+    def __init__(self, allowed: dict[int, list[int]], num_rules: int) -> None:
+        self.allowed = allowed
+        self.num_rules = num_rules
+        self._cache: dict[tuple[int, torch.device], torch.Tensor] = {}
+
+    def get(self, vocab_width: int, device: torch.device) -> torch.Tensor:
+        key = (vocab_width, device)
+        table = self._cache.get(key)
+        if table is None:
+            table = torch.zeros(self.num_rules, vocab_width, dtype=torch.bool)
+            table[FREE] = True
+            for rule, ids in self.allowed.items():
+                if isinstance(ids, torch.Tensor):
+                    table[rule, : ids.shape[0]] = ids[:vocab_width]
+                else:
+                    table[rule, [i for i in ids if i < vocab_width]] = True
+            table = table.to(device)
+            self._cache[key] = table
+        return table
+
+
+def apply_rules(scores: torch.Tensor, rules: torch.Tensor, table: RuleTable) -> torch.Tensor:
+    """A new tensor: rows with a rule other than FREE keep only their allowed tokens' scores."""
+    out = scores.clone()
+    rows = torch.nonzero(rules != FREE).flatten()
+    if rows.numel():
+        allowed = table.get(scores.shape[-1], scores.device)[rules[rows]]
+        out[rows] = torch.where(allowed, scores[rows], torch.full_like(scores[rows], float("-inf")))
+    return out
+
+
+class CompletionStart:
+    """Where each row's completion starts in ``input_ids``.
+
+    With ``prompt_lengths`` (an int, or one int per row or per prompt when rows are
+    prompts x num_return_sequences or x num_beams) the start is given. Otherwise it is the input
+    length at the first call of a generation: with left padding every prompt ends at that column.
+    A new generation is detected when a call's length is not the previous length + 1 or the
+    number of rows changed; `reset()` forces it.
+    """
+
+    def __init__(self, prompt_lengths: int | Sequence[int] | None) -> None:
+        if prompt_lengths is not None:
+            values = [prompt_lengths] if isinstance(prompt_lengths, int) else list(prompt_lengths)
+            if not values or any(isinstance(v, bool) or not isinstance(v, int) or v < 0 for v in values):
+                raise ValueError(f"prompt_lengths must be a non-negative int or a list of them, got {prompt_lengths!r}")
+            self._given: torch.Tensor | None = torch.tensor(values, dtype=torch.long)
+        else:
+            self._given = None
+        self.reset()
+
+    def reset(self) -> None:
+        self._start: int | None = None
+        self._last_len: int | None = None
+        self._rows: int | None = None
+
+    def __call__(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """Per-row start column (a long tensor on the ids' device)."""
+        rows, length = input_ids.shape
+        if self._given is not None:
+            given = self._given
+            if given.numel() == 1:
+                given = given.expand(rows)
+            elif rows % given.numel() == 0:
+                given = given.repeat_interleave(rows // given.numel())
+            else:
+                raise ValueError(f"prompt_lengths has {given.numel()} entries but the batch has {rows} rows")
+            return given.to(input_ids.device)
+        if self._last_len is None or length != self._last_len + 1 or rows != self._rows:
+            self._start = length
+        self._last_len, self._rows = length, rows
+        return torch.full((rows,), self._start, dtype=torch.long, device=input_ids.device)
+
+
+def count_in_completion(input_ids: torch.Tensor, rows: torch.Tensor, starts: torch.Tensor, token: int) -> torch.Tensor:
+    """How often ``token`` occurs in the completions of ``rows`` (vectorised over those rows)."""
+    lo = int(starts[rows].min())
+    ids = input_ids[rows, lo:]
+    cols = torch.arange(lo, input_ids.shape[1], device=input_ids.device)
+    return ((ids == token) & (cols[None, :] >= starts[rows, None])).sum(1)
+
+
+class StepBoundsLogitsProcessor(LogitsProcessor):
+    """Bound the number of reasoning steps (Steiner's inference-time scaling knob).
+
+    Args:
+        tokenizer: a tokenizer extended with the reasoning tokens (ids are resolved from it).
+        min_steps: the reasoning may not end before this many steps.
+        max_steps: after this many steps the reasoning must end (None: no upper bound).
+        prompt_lengths: where the completion starts in ``input_ids`` (see `CompletionStart`); by
+            default the input length at the first call of each generation, which is right for
+            ``model.generate`` with left padding. Call `reset()` to start a new generation by hand.
+
+    ``__call__(input_ids (rows, length) long, scores (rows, vocab) float) -> scores (rows, vocab)``
+    returns a new tensor; disallowed tokens get ``-inf``.
+
+    Example::
+
+        proc = StepBoundsLogitsProcessor(tok, min_steps=2, max_steps=6)
+        model.generate(**batch, logits_processor=LogitsProcessorList([proc]), do_sample=True)
+    """
+
+    def __init__(
+        self,
+        tokenizer: PreTrainedTokenizerBase,
+        min_steps: int = 0,
+        max_steps: int | None = None,
+        prompt_lengths: int | Sequence[int] | None = None,
+    ) -> None:
+        check_step_bounds(min_steps, max_steps)
+        self.vocab = InferVocab.from_tokenizer(tokenizer)
+        self.min_steps = min_steps
+        self.max_steps = max_steps
+        self.start = CompletionStart(prompt_lengths)
+        self.table = RuleTable(rule_tokens(self.vocab), 6)
+
+    def reset(self) -> None:
+        """Forget the completion start: the next call begins a new generation."""
+        self.start.reset()
+
+    def rules(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """The rule of each row (FREE, ONLY_START, ...) as a long tensor."""
+        t = self.vocab.ids
+        starts = self.start(input_ids)
+        clen = input_ids.shape[1] - starts
+        last = input_ids[:, -1]
+        rules = torch.full_like(last, FREE)
+        rules[(last == t.proceed) | (last == t.backtrack)] = ONLY_STEP_START
+        at_end = torch.nonzero((last == t.step_end) & (clen > 0)).flatten()
+        if at_end.numel():
+            n = count_in_completion(input_ids, at_end, starts, t.step_end)
+            r = torch.full_like(n, DECIDE)
+            r[n < self.min_steps] = CONTINUE
+            if self.max_steps is not None:
+                r[n >= self.max_steps] = ONLY_END
+            rules[at_end] = r
+        rules[clen <= 0] = ONLY_START
+        return rules
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        return apply_rules(scores, self.rules(input_ids), self.table)
