@@ -115,7 +115,7 @@ def _attempt_seed(seed: int, cut: int, attempt: int) -> int:
 
 async def _run(questions: list[Question], teacher: Teacher, out: Path, *, cuts: int, attempts: int,
                forward_steps: int, seed: int, concurrency: int, references: dict[str, tuple[list[Step], str]],
-               progress: bool) -> TruncationStats:
+               progress: bool, close_teacher: bool = False) -> TruncationStats:
     from rich.progress import Progress
 
     stats = TruncationStats()
@@ -186,7 +186,11 @@ async def _run(questions: list[Question], teacher: Teacher, out: Path, *, cuts: 
             bar.advance(task, (cuts - len(cut_points)) * attempts)
             await asyncio.gather(*(one(q, ref, c, a) for c in cut_points for a in range(attempts)))
 
-        await asyncio.gather(*(per_question(q) for q in questions))
+        try:
+            await asyncio.gather(*(per_question(q) for q in questions))
+        finally:
+            if close_teacher and hasattr(teacher, "aclose"):
+                await teacher.aclose()  # LLM clients close inside the loop that used them
     return stats
 
 
@@ -202,16 +206,18 @@ def synthesize_truncations(
     concurrency: int = 16,
     references: dict[str, tuple[list[Step], str]] | None = None,
     progress: bool = True,
+    close_teacher: bool = False,
 ) -> TruncationStats:
     """Write reference and truncation records for ``questions`` to ``out`` (``steps.jsonl``), resumably.
 
     ``references`` maps question id -> (steps, final answer) for questions that come with their own
     reference path; other questions get one from ``teacher.reference``. ``cuts`` cut points per
     question, ``attempts`` forward attempts per cut, each of at most ``forward_steps`` steps.
+    ``close_teacher`` awaits ``teacher.aclose()`` (if it has one) at the end, inside the event loop.
     """
     if cuts < 0 or attempts < 1 or forward_steps < 1 or concurrency < 1:
         raise ValueError(f"need cuts >= 0, attempts >= 1, forward_steps >= 1, concurrency >= 1; got "
                          f"cuts={cuts}, attempts={attempts}, forward_steps={forward_steps}, concurrency={concurrency}")
     return asyncio.run(_run(list(questions), teacher, Path(out), cuts=cuts, attempts=attempts,
                             forward_steps=forward_steps, seed=seed, concurrency=concurrency,
-                            references=references or {}, progress=progress))
+                            references=references or {}, progress=progress, close_teacher=close_teacher))
