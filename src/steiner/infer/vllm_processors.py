@@ -1,0 +1,157 @@
+"""The step-bounds rules as vLLM logits processors (vLLM itself stays optional: imported on use only).
+
+Two interfaces:
+
+- v0 (``SamplingParams(logits_processors=[...])``): `step_bounds_for_vllm` returns a per-request
+  callable ``(completion_token_ids, logits) -> logits``.
+- v1 (``LLM(logits_processors=[cls])`` / ``vllm serve --logits-processors``): the batch-level class
+  ``SteinerStepBoundsLogitsProcessor`` (built from `StepBoundsBatchProcessor` and vLLM's
+  ``LogitsProcessor`` on first access). A request opts in through
+  ``SamplingParams(extra_args={"min_steps": 2, "max_steps": 6})`` (``vllm_xargs`` over HTTP);
+  requests without them are untouched.
+
+The v1 processor keeps, per request, a running count of step ends over the request's own output
+list (which vLLM hands over by reference and only appends to), so each step costs O(new tokens).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from steiner.infer.step_bounds import FREE, RuleTable, apply_rules, rule_for_sequence, rule_tokens
+from steiner.infer.vocab import InferVocab, check_step_bounds
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
+
+EXTRA_ARGS = ("min_steps", "max_steps")
+
+
+def step_bounds_for_vllm(
+    tokenizer: PreTrainedTokenizerBase, min_steps: int = 0, max_steps: int | None = None
+) -> Callable[[Sequence[int], torch.Tensor], torch.Tensor]:
+    """A v0 per-request logits processor: ``(token_ids, logits) -> logits``.
+
+    ``token_ids`` are the completion's ids so far and ``logits`` a 1-D vocabulary row; a new
+    tensor comes back. The step count is recounted only when the last token is a step end.
+    """
+    check_step_bounds(min_steps, max_steps)
+    vocab = InferVocab.from_tokenizer(tokenizer)
+    table = RuleTable(rule_tokens(vocab), 6)
+
+    def process(token_ids: Sequence[int], logits: torch.Tensor) -> torch.Tensor:
+        rule = rule_for_sequence(vocab, list(token_ids) if not isinstance(token_ids, list) else token_ids,
+                                 min_steps, max_steps)
+        if rule == FREE:
+            return logits.clone()
+        rules = torch.tensor([rule], device=logits.device)
+        return apply_rules(logits[None, :], rules, table)[0]
+
+    return process
+
+
+def params_bounds(sampling_params: Any) -> tuple[int, int | None] | None:
+    """(min_steps, max_steps) from ``sampling_params.extra_args``, or None if the request set neither."""
+    extra = getattr(sampling_params, "extra_args", None) or {}
+    if not any(k in extra for k in EXTRA_ARGS):
+        return None
+    lo, hi = extra.get("min_steps", 0), extra.get("max_steps")
+    check_step_bounds(lo, hi)
+    return lo, hi
+
+
+@dataclass
+class _Request:
+    min_steps: int
+    max_steps: int | None
+    output: list[int]  # vLLM's running output list (by reference)
+    seen: int = 0
+    step_ends: int = 0
+
+    def rule(self, vocab: InferVocab) -> int:
+        new = self.output[self.seen :]
+        if new:
+            self.step_ends += new.count(vocab.ids.step_end)
+            self.seen = len(self.output)
+        return rule_for_sequence(vocab, self.output, self.min_steps, self.max_steps, step_ends=self.step_ends)
+
+
+class StepBoundsBatchProcessor:
+    """vLLM v1 batch-level logits processor logic (``validate_params``, ``update_state``, ``apply``).
+
+    ``tokenizer`` defaults to the one at ``vllm_config.model_config.tokenizer``.
+    """
+
+    def __init__(self, vllm_config: Any, device: Any = None, is_pin_memory: bool = False,
+                 tokenizer: PreTrainedTokenizerBase | None = None) -> None:
+        if tokenizer is None:
+            from transformers import AutoTokenizer
+
+            mc = vllm_config.model_config
+            tokenizer = AutoTokenizer.from_pretrained(getattr(mc, "tokenizer", None) or mc.model)
+        self.vocab = InferVocab.from_tokenizer(tokenizer)
+        self.table = RuleTable(rule_tokens(self.vocab), 6)
+        self.requests: dict[int, _Request] = {}
+
+    @classmethod
+    def validate_params(cls, sampling_params: Any) -> None:
+        """Raise ValueError when ``extra_args`` holds unusable step bounds."""
+        params_bounds(sampling_params)
+
+    def is_argmax_invariant(self) -> bool:
+        return False  # it forces tokens, so it changes greedy decoding too
+
+    def update_state(self, batch_update: Any | None) -> None:
+        """Apply vLLM's batch changes in its order: removed, added, moved."""
+        if batch_update is None:
+            return
+        for index in batch_update.removed:
+            self.requests.pop(index, None)
+        for added in batch_update.added:
+            index, params, output = added[0], added[1], added[-1]  # (index, params, [prompt_ids,] output_ids)
+            bounds = params_bounds(params)
+            if bounds is None:
+                self.requests.pop(index, None)
+            else:
+                self.requests[index] = _Request(bounds[0], bounds[1], output)
+        for a, b, direction in batch_update.moved:
+            ra, rb = self.requests.pop(a, None), self.requests.pop(b, None)
+            if ra is not None:
+                self.requests[b] = ra
+            if rb is not None and getattr(direction, "name", str(direction)).upper().endswith("SWAP"):
+                self.requests[a] = rb
+
+    def apply(self, logits: torch.Tensor) -> torch.Tensor:
+        """Mask each opted-in row by its rule; other rows pass through."""
+        if not self.requests:
+            return logits
+        rows = sorted(i for i in self.requests if i < logits.shape[0])
+        rules = torch.full((logits.shape[0],), FREE, dtype=torch.long)
+        for i in rows:
+            rules[i] = self.requests[i].rule(self.vocab)
+        if not bool((rules != FREE).any()):
+            return logits
+        return apply_rules(logits, rules.to(logits.device), self.table)
+
+
+_VLLM_CLASS: type | None = None
+
+
+def __getattr__(name: str) -> Any:
+    """``SteinerStepBoundsLogitsProcessor``: the v1 class, a subclass of vLLM's LogitsProcessor."""
+    global _VLLM_CLASS
+    if name != "SteinerStepBoundsLogitsProcessor":
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    if _VLLM_CLASS is None:
+        from vllm.v1.sample.logits_processor import LogitsProcessor
+
+        _VLLM_CLASS = type(name, (StepBoundsBatchProcessor, LogitsProcessor), {"__module__": __name__})
+    return _VLLM_CLASS
+
+
+# the name steiner.infer exports
+StepBoundsVLLMProcessor = StepBoundsBatchProcessor
