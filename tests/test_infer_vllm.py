@@ -43,7 +43,7 @@ def ids(tiny_tokenizer):
 
 
 def test_v0_callable(tiny_tokenizer, ids):
-    proc = step_bounds_for_vllm(tiny_tokenizer, min_steps=1, max_steps=2)
+    proc = step_bounds_for_vllm(tiny_tokenizer, min_steps=2, max_steps=2)
     logits = torch.zeros(420)
     assert finite(proc([], logits)) == {ids.reasoning_start}
     assert len(finite(proc([ids.reasoning_start, 5], logits))) == 420
