@@ -36,7 +36,8 @@ def markdown_table(rows: Sequence[dict[str, Any]], columns: Sequence[str] | None
         return "_(no rows)_\n"
     cols = list(columns) if columns is not None else list(rows[0])
     headers = headers or {}
-    numeric = {c: all(isinstance(r.get(c), int | float) or r.get(c) is None for r in rows) for c in cols}
+    numeric = {c: all((isinstance(r.get(c), int | float) and not isinstance(r.get(c), bool)) or r.get(c) is None
+                      for r in rows) for c in cols}
 
     def cell(v: Any) -> str:
         return format_value(v, floatfmt).replace("|", "\\|").replace("\n", " ")

@@ -111,6 +111,17 @@ def load_samples(path: Path) -> dict[tuple, dict[str, Any]]:
     return cache
 
 
+def _end_with_newline(path: Path) -> None:
+    """Close a half-written last line so the next record is not glued onto it."""
+    if path.exists() and path.stat().st_size:
+        with path.open("rb") as f:
+            f.seek(-1, 2)
+            last = f.read(1)
+        if last != b"\n":
+            with path.open("a", encoding="utf-8") as f:
+                f.write("\n")
+
+
 def messages_for(item: EvalItem, system_prompt: str | None = None) -> list[dict[str, str]]:
     msgs = [{"role": "system", "content": system_prompt}] if system_prompt else []
     return msgs + [{"role": "user", "content": item.prompt}]
@@ -153,6 +164,7 @@ def evaluate(spec: TaskSpec, items: list[EvalItem], backend: Any, settings: GenS
         if (rec := cache.get(sample_key(spec.name, it.id, j, skey))) is None or rec.get("failed")
     ]
     if todo:
+        _end_with_newline(samples_path)
         with samples_path.open("a", encoding="utf-8") as f, Progress(
             TextColumn(f"[bold]{label or spec.name}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
             transient=False,
