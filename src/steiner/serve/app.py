@@ -1,0 +1,278 @@
+"""The OpenAI-compatible HTTP layer: /v1/chat/completions (SSE streaming or not), /v1/models, /health.
+
+Reasoning goes in ``reasoning_content`` (and ``reasoning``, vLLM's newer name), the answer in
+``content``, and ``usage.completion_tokens_details.reasoning_tokens`` counts completion tokens up to and
+including ``<|reasoning_end|>``. Decoding runs in the continuous-batching `Engine`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import secrets
+import time
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, StreamingResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from steiner.format import REASONING_END, parse, step_to_dict
+from steiner.serve.config import ServeConfig
+from steiner.serve.engine import Delta, Engine, EngineRequest, Failed, Finished, SamplingParams, request_id
+from steiner.serve.protocol import APIError, ChatRequest, StepsMemory, parse_request
+
+log = logging.getLogger(__name__)
+
+_GEN_PROMPT = "<|im_start|>assistant\n"
+_EMPTY_TURN = "<|im_end|>\n"
+
+
+def render_prompt(tokenizer: Any, messages: list[dict]) -> list[int]:
+    """Prompt ids for the next assistant turn, every earlier assistant turn collapsed to its summaries.
+
+    Our template renders the LAST assistant message in full (it is the training target), so an empty
+    assistant turn is appended and then cut back to the generation prompt: all real turns are earlier.
+    """
+    text = None
+    if any(m["role"] == "assistant" for m in messages):
+        padded = [*messages, {"role": "assistant", "content": "", "steps": None}]
+        full = tokenizer.apply_chat_template(padded, tokenize=False, add_generation_prompt=False)
+        if full.endswith(_GEN_PROMPT + _EMPTY_TURN):
+            text = full[: -len(_EMPTY_TURN)]
+    if text is None:
+        text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    return tokenizer(text, add_special_tokens=False)["input_ids"]
+
+
+def load(cfg: ServeConfig) -> tuple[Any, Any]:
+    """Model and tokenizer from ``cfg.model`` (errors name the path), on ``cfg.device``, in eval mode."""
+    import torch
+
+    from steiner.tokenizer import load_model, load_tokenizer
+
+    if not cfg.model:
+        raise ValueError("--model is required: a save_pretrained folder")
+    tok = load_tokenizer(cfg.tokenizer or cfg.model)
+    kwargs = {} if cfg.dtype == "auto" else {"dtype": getattr(torch, cfg.dtype)}
+    model = load_model(cfg.model, **kwargs)
+    device = cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+    return model.to(device).eval(), tok
+
+
+class _Server:
+    """State shared by the routes: engine, tokenizer, reasoning parser, names, memory of steps."""
+
+    def __init__(self, cfg: ServeConfig, model: Any, tokenizer: Any) -> None:
+        from steiner.infer.reasoning_parser import SteinerReasoningParser
+
+        self.cfg = cfg
+        self.tokenizer = tokenizer
+        self.parser = SteinerReasoningParser(tokenizer)
+        self.engine = Engine(model, tokenizer, max_batch_size=cfg.max_batch_size, batch_wait_ms=cfg.batch_wait_ms)
+        self.name = cfg.served_model_name or (Path(cfg.model).name if cfg.model else "steiner")
+        self.served = {self.name, cfg.model} - {""}
+        self.memory = StepsMemory()
+        self.created = int(time.time())
+
+    def reasoning_text(self, raw_reasoning: str) -> str:
+        """What ``reasoning_content`` holds for a raw reasoning text, per ``cfg.reasoning_format``."""
+        if self.cfg.reasoning_format == "raw" or not raw_reasoning:
+            return raw_reasoning
+        from steiner.infer.pretty import format_reasoning
+
+        pretty = format_reasoning(parse(raw_reasoning), show_problems=False).rsplit("\nAnswer:", 1)[0]
+        self.memory.put(pretty, [step_to_dict(s) for s in parse(raw_reasoning).steps])
+        return pretty
+
+    def prepare(self, req: ChatRequest) -> tuple[list[int], SamplingParams]:
+        """Prompt ids and sampling settings; context-length errors name the field."""
+        ids = render_prompt(self.tokenizer, req.messages)
+        limit = self.engine.max_len
+        if len(ids) >= limit:
+            raise APIError(f"the prompt is {len(ids)} tokens; this model's context is {limit} "
+                           "(max_position_embeddings)", param="messages", code="context_length_exceeded")
+        room = limit - len(ids)
+        if req.max_tokens is not None and req.max_tokens > room:
+            raise APIError(f"max_tokens ({req.max_tokens}) + prompt ({len(ids)} tokens) exceeds the context of "
+                           f"{limit} tokens", param="max_tokens", code="context_length_exceeded")
+        max_tokens = req.max_tokens or min(room, self.cfg.max_tokens or room)
+        params = SamplingParams(
+            max_tokens=max_tokens, temperature=req.temperature, top_p=req.top_p, n=req.n, seed=req.seed,
+            stop=req.stop, min_steps=req.min_steps, max_steps=req.max_steps,
+            max_reasoning_tokens=req.max_reasoning_tokens, format_strict=req.format_strict, ignore_eos=req.ignore_eos,
+        )
+        return ids, params
+
+    def usage(self, prompt_len: int, finished: list[Finished]) -> dict[str, Any]:
+        completion = sum(len(f.token_ids) for f in finished)
+        reasoning = sum(self.parser.count_reasoning_tokens(f.token_ids) for f in finished)
+        return {"prompt_tokens": prompt_len, "completion_tokens": completion, "total_tokens": prompt_len + completion,
+                "completion_tokens_details": {"reasoning_tokens": reasoning}}
+
+
+def _submit(server: _Server, ids: list[int], params: SamplingParams) -> tuple[EngineRequest, asyncio.Queue]:
+    loop = asyncio.get_running_loop()
+    events: asyncio.Queue = asyncio.Queue()
+    req = EngineRequest(ids, params, emit=lambda ev: loop.call_soon_threadsafe(events.put_nowait, ev))
+    server.engine.submit(req)
+    return req, events
+
+
+async def _complete(server: _Server, req: ChatRequest, ids: list[int], params: SamplingParams) -> dict[str, Any]:
+    ereq, events = _submit(server, ids, params)
+    finished: dict[int, Finished] = {}
+    try:
+        while len(finished) < params.n:
+            ev = await events.get()
+            if isinstance(ev, Failed):
+                raise APIError(ev.message, status=500, type="server_error")
+            if isinstance(ev, Finished):
+                finished[ev.index] = ev
+    finally:
+        ereq.cancelled.set()
+    choices = []
+    for i in range(params.n):
+        f = finished[i]
+        raw, content = server.parser.extract_reasoning_content(f.text)
+        reasoning = server.reasoning_text(raw or "")
+        choices.append({
+            "index": i,
+            "message": {"role": "assistant", "content": content or "", "reasoning_content": reasoning or None,
+                        "reasoning": reasoning or None},
+            "finish_reason": f.finish_reason,
+            "logprobs": None,
+        })
+    return {"id": request_id(), "object": "chat.completion", "created": int(time.time()), "model": req.model,
+            "choices": choices, "usage": server.usage(len(ids), list(finished.values()))}
+
+
+async def _stream(server: _Server, req: ChatRequest, ids: list[int], params: SamplingParams):
+    """SSE chunks: a role chunk per choice, token-level reasoning/content deltas, a finish chunk per choice,
+    then (with ``stream_options.include_usage``) a usage chunk, then ``[DONE]``."""
+    ereq, events = _submit(server, ids, params)
+    cid, created = request_id(), int(time.time())
+
+    def chunk(choices: list[dict], usage: dict | None = None) -> str:
+        body: dict[str, Any] = {"id": cid, "object": "chat.completion.chunk", "created": created, "model": req.model,
+                                "choices": choices}
+        if req.include_usage:
+            body["usage"] = usage
+        return f"data: {json.dumps(body)}\n\n"
+
+    texts = ["" for _ in range(params.n)]
+    pretty = server.cfg.reasoning_format == "pretty"
+    pretty_sent: set[int] = set()  # pretty reasoning goes out whole, once the reasoning has ended
+    finished: dict[int, Finished] = {}
+    try:
+        for i in range(params.n):
+            yield chunk([{"index": i, "delta": {"role": "assistant", "content": ""}, "logprobs": None,
+                          "finish_reason": None}])
+        while len(finished) < params.n:
+            ev = await events.get()
+            if isinstance(ev, Failed):
+                err = {"error": {"message": ev.message, "type": "server_error", "param": None, "code": None}}
+                yield f"data: {json.dumps(err)}\n\n"
+                return
+            if isinstance(ev, Delta):
+                prev, texts[ev.index] = texts[ev.index], texts[ev.index] + ev.text
+                d = server.parser.extract_reasoning_content_streaming(prev, texts[ev.index], ev.text, [], [], [])
+                delta: dict[str, Any] = {}
+                if d is not None and d.reasoning_content and not pretty:
+                    delta["reasoning_content"] = delta["reasoning"] = d.reasoning_content
+                if pretty and ev.index not in pretty_sent and REASONING_END in texts[ev.index]:
+                    pretty_sent.add(ev.index)
+                    raw, _ = server.parser.extract_reasoning_content(texts[ev.index])
+                    delta["reasoning_content"] = delta["reasoning"] = server.reasoning_text(raw or "")
+                if d is not None and d.content:
+                    delta["content"] = d.content
+                if delta:
+                    yield chunk([{"index": ev.index, "delta": delta, "logprobs": None, "finish_reason": None}])
+            elif isinstance(ev, Finished):
+                finished[ev.index] = ev
+                delta = {}
+                if pretty and ev.index not in pretty_sent:
+                    raw, _ = server.parser.extract_reasoning_content(ev.text)
+                    if raw:
+                        delta["reasoning_content"] = delta["reasoning"] = server.reasoning_text(raw)
+                yield chunk([{"index": ev.index, "delta": delta, "logprobs": None, "finish_reason": ev.finish_reason}])
+        if req.include_usage:
+            yield chunk([], server.usage(len(ids), list(finished.values())))
+        yield "data: [DONE]\n\n"
+    finally:
+        ereq.cancelled.set()
+
+
+def create_app(cfg: ServeConfig, model: Any = None, tokenizer: Any = None) -> FastAPI:
+    """The FastAPI app serving ``model`` (loaded from ``cfg.model`` when not given)."""
+    if model is None or tokenizer is None:
+        model, tokenizer = load(cfg)
+    server = _Server(cfg, model, tokenizer)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        server.engine.start()
+        yield
+        server.engine.stop()
+
+    app = FastAPI(title="steiner", lifespan=lifespan)
+    app.state.server = server
+
+    @app.exception_handler(APIError)
+    async def api_error(request: Request, exc: APIError) -> JSONResponse:
+        return JSONResponse(exc.body(), status_code=exc.status)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        err = APIError(str(exc.detail), status=exc.status_code, code=str(exc.status_code))
+        return JSONResponse(err.body(), status_code=exc.status_code)
+
+    @app.middleware("http")
+    async def auth(request: Request, call_next):
+        if cfg.api_key and request.url.path.startswith("/v1"):
+            header = request.headers.get("authorization", "")
+            given = header[7:] if header.lower().startswith("bearer ") else ""
+            if not secrets.compare_digest(given.encode(), cfg.api_key.encode()):
+                err = APIError("missing or wrong API key (send Authorization: Bearer KEY)", status=401,
+                               code="invalid_api_key")
+                return JSONResponse(err.body(), status_code=401)
+        return await call_next(request)
+
+    @app.get("/health")
+    async def health() -> dict[str, Any]:
+        return {"status": "ok", "model": server.name}
+
+    @app.get("/v1/models")
+    async def models() -> dict[str, Any]:
+        return {"object": "list", "data": [{"id": server.name, "object": "model", "created": server.created,
+                                            "owned_by": "steiner", "max_model_len": server.engine.max_len}]}
+
+    @app.post("/v1/chat/completions")
+    async def chat(request: Request) -> Any:
+        raw = await request.body()
+        try:
+            body = json.loads(raw)
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise APIError(f"the request body is not valid JSON: {e}", param=None) from e
+        req = parse_request(body, served=server.served, max_n=cfg.max_batch_size, memory=server.memory)
+        ids, params = server.prepare(req)
+        if req.stream:
+            return StreamingResponse(_stream(server, req, ids, params), media_type="text/event-stream")
+        return await _complete(server, req, ids, params)
+
+    return app
+
+
+def main(cfg: ServeConfig) -> int:
+    """`steiner serve`: load the model and serve it until interrupted."""
+    import torch
+    import uvicorn
+
+    if cfg.torch_threads:
+        torch.set_num_threads(cfg.torch_threads)
+    app = create_app(cfg)
+    uvicorn.run(app, host=cfg.host, port=cfg.port, log_level=cfg.log_level)
+    return 0

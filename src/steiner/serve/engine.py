@@ -1,0 +1,434 @@
+"""A continuous-batching decode engine: many requests share one batched forward pass per token.
+
+Requests arrive on a thread-safe inbox. A single worker thread owns the model: when idle it waits
+``batch_wait_ms`` after the first arrival to gather company, prefills the newcomers as one left-padded
+batch, merges their KV cache into the running batch, and then decodes one token for every running row
+per forward pass. Newcomers are admitted between any two decode steps (up to ``max_batch_size`` rows),
+and finished rows are dropped from the cache at once, so throughput grows with concurrency and a short
+request never waits for a long one. Every row carries its own sampling settings (temperature, top_p,
+seed, stop strings, max_tokens) and its own logits processor (step bounds or the full format
+processor, with that row's min/max steps), fed the row's own unpadded ids like a batch-of-one
+``model.generate``. Tokens are streamed back per row as text deltas (incremental detokenisation).
+"""
+
+from __future__ import annotations
+
+import inspect
+import itertools
+import logging
+import queue
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class SamplingParams:
+    """Per-request decoding settings (already validated by the API layer)."""
+
+    max_tokens: int
+    temperature: float = 1.0
+    top_p: float = 1.0
+    n: int = 1
+    seed: int | None = None
+    stop: list[str] = field(default_factory=list)
+    min_steps: int = 0
+    max_steps: int | None = None
+    max_reasoning_tokens: int | None = None
+    format_strict: bool = False
+    ignore_eos: bool = False
+
+
+@dataclass
+class Delta:
+    """New completion text of choice ``index`` (raw, special tokens included)."""
+
+    index: int
+    text: str
+
+
+@dataclass
+class Finished:
+    """Choice ``index`` is done: its whole raw text, its token ids (eos excluded) and why it stopped."""
+
+    index: int
+    text: str
+    token_ids: list[int]
+    finish_reason: str
+
+
+@dataclass
+class Failed:
+    """The engine could not run this request; ``message`` says why."""
+
+    message: str
+
+
+Event = Delta | Finished | Failed
+
+
+@dataclass
+class EngineRequest:
+    """A tokenised prompt, its settings, and ``emit`` (called from the worker thread) for its events."""
+
+    prompt_ids: list[int]
+    params: SamplingParams
+    emit: Callable[[Event], None]
+    cancelled: threading.Event = field(default_factory=threading.Event)
+
+
+class _Row:
+    """One sample being decoded: a request's choice ``index``."""
+
+    def __init__(self, req: EngineRequest, index: int, processor: Any, generator: Any, buf: Any) -> None:
+        self.req = req
+        self.index = index
+        self.processor = processor
+        self.generator = generator
+        self.buf = buf  # 1-D LongTensor: prompt ids then generated ids
+        self.prompt_len = len(req.prompt_ids)
+        self.length = self.prompt_len
+        self.gen: list[int] = []
+        self.text = ""
+        self.sent = 0
+        self.prefix_offset = 0
+        self.read_offset = 0
+
+
+def make_processor(tokenizer: Any, params: SamplingParams) -> Any:
+    """The logits processor for one row: the format processor when asked for (or when a reasoning-token
+    budget is set), else the step-bounds processor, both from ``steiner.infer``.
+
+    Both are stateless and read only the completion, so the engine shares one per setting and feeds it
+    each row's ids from the last prompt token on (``prompt_lengths=1``).
+    """
+    from steiner.infer import FormatLogitsProcessor, StepBoundsLogitsProcessor
+
+    if params.format_strict or params.max_reasoning_tokens is not None:
+        return FormatLogitsProcessor(
+            tokenizer, min_steps=params.min_steps, max_steps=params.max_steps,
+            max_reasoning_tokens=params.max_reasoning_tokens, prompt_lengths=1,
+        )
+    return StepBoundsLogitsProcessor(tokenizer, min_steps=params.min_steps, max_steps=params.max_steps, prompt_lengths=1)
+
+
+class Engine:
+    """Owns the model on one worker thread; `submit` requests from any thread.
+
+    Args:
+        model: a causal LM (transformers), already on its device.
+        tokenizer: its fast tokenizer (with the reasoning tokens).
+        max_batch_size: most rows (samples) decoded together.
+        batch_wait_ms: how long an idle engine waits after the first request for others to join.
+    """
+
+    def __init__(self, model: Any, tokenizer: Any, *, max_batch_size: int = 32, batch_wait_ms: float = 5.0) -> None:
+        self.model = model
+        self.tokenizer = tokenizer
+        self.max_batch_size = max_batch_size
+        self.batch_wait_s = batch_wait_ms / 1000.0
+        self.max_len = int(getattr(model.config, "max_position_embeddings", 0) or 1 << 30)
+        eos = {tokenizer.eos_token_id}
+        gen_eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+        eos |= set(gen_eos) if isinstance(gen_eos, list) else {gen_eos}
+        self.eos_ids = sorted(i for i in eos if i is not None)
+        self.device = next(model.parameters()).device
+        # transformers 5 names the forward argument `cache`; older releases `past_key_values`
+        params = inspect.signature(model.forward).parameters
+        self._cache_kw = "cache" if "cache" in params else "past_key_values"
+        self._inbox: queue.Queue[EngineRequest | None] = queue.Queue()
+        self._pending: deque[EngineRequest] = deque()
+        self._rows: list[_Row] = []
+        self._cache: Any = None
+        self._mask: Any = None  # [B, S] attention mask of the cache (+ nothing for the next token yet)
+        self._next_pos: Any = None  # [B] position of each row's next token
+        self._last: Any = None  # [B] each row's last sampled token, fed next step
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+        self._admitting: list[EngineRequest] = []
+        self._processors: dict[tuple, Any] = {}
+        self.steps = 0  # decode steps run (for tests and stats)
+        self.max_rows_seen = 0
+
+    def _processor(self, params: SamplingParams) -> Any:
+        strict = params.format_strict or params.max_reasoning_tokens is not None
+        key = (strict, params.min_steps, params.max_steps, params.max_reasoning_tokens)
+        if key not in self._processors:
+            if len(self._processors) > 256:
+                self._processors.clear()
+            self._processors[key] = make_processor(self.tokenizer, params)
+        return self._processors[key]
+
+    # ---- lifecycle -------------------------------------------------------------------------------------
+    def start(self) -> None:
+        if self._thread is None or not self._thread.is_alive():
+            self._stop.clear()
+            self._thread = threading.Thread(target=self._run, name="steiner-engine", daemon=True)
+            self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._inbox.put(None)
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+        self._thread = None
+
+    def submit(self, req: EngineRequest) -> None:
+        """Queue a request; its events arrive through ``req.emit`` on the worker thread."""
+        if req.params.n > self.max_batch_size:
+            raise ValueError(f"n={req.params.n} exceeds max_batch_size={self.max_batch_size}")
+        self.start()
+        self._inbox.put(req)
+
+    # ---- worker ----------------------------------------------------------------------------------------
+    def _run(self) -> None:
+        import torch
+
+        with torch.inference_mode():
+            while not self._stop.is_set():
+                try:
+                    self._collect()
+                    if self._stop.is_set():
+                        break
+                    self._admit()
+                    if self._rows:
+                        self._step()
+                except Exception as e:  # noqa: BLE001 - one bad batch must not kill the server
+                    log.exception("engine step failed")
+                    reqs = [r.req for r in self._rows] + self._admitting
+                    for req in {id(q): q for q in reqs}.values():
+                        req.emit(Failed(f"generation failed: {e}"))
+                    self._reset()
+                    self._admitting = []
+
+    def _collect(self) -> None:
+        """Move inbox requests to pending; when idle, block for one and wait a little for company."""
+        if not self._rows and not self._pending:
+            item = self._inbox.get()
+            if item is None:
+                return
+            self._pending.append(item)
+            deadline = time.monotonic() + self.batch_wait_s
+            while (left := deadline - time.monotonic()) > 0:
+                try:
+                    item = self._inbox.get(timeout=left)
+                except queue.Empty:
+                    break
+                if item is None:
+                    return
+                self._pending.append(item)
+        while True:
+            try:
+                item = self._inbox.get_nowait()
+            except queue.Empty:
+                return
+            if item is not None:
+                self._pending.append(item)
+
+    def _reset(self) -> None:
+        self._rows, self._cache, self._mask, self._next_pos, self._last = [], None, None, None, None
+
+    def _admit(self) -> None:
+        """Prefill the pending requests that fit and merge them into the running batch."""
+        import torch
+        from transformers import DynamicCache
+
+        new: list[EngineRequest] = []
+        free = self.max_batch_size - len(self._rows)
+        while self._pending and self._pending[0].params.n <= free:
+            req = self._pending.popleft()
+            if req.cancelled.is_set():
+                continue
+            new.append(req)
+            free -= req.params.n
+        if not new:
+            return
+        self._admitting = new
+        rows: list[_Row] = []
+        for req in new:
+            try:
+                for i in range(req.params.n):
+                    proc = self._processor(req.params)
+                    gen = None
+                    if req.params.seed is not None:
+                        gen = torch.Generator(device=self.device).manual_seed(req.params.seed + i)
+                    size = min(len(req.prompt_ids) + req.params.max_tokens, self.max_len) + 1
+                    buf = torch.zeros(size, dtype=torch.long, device=self.device)
+                    buf[: len(req.prompt_ids)] = torch.tensor(req.prompt_ids, dtype=torch.long)
+                    rows.append(_Row(req, i, proc, gen, buf))
+            except Exception as e:  # noqa: BLE001 - a processor that cannot be built fails only this request
+                rows = [r for r in rows if r.req is not req]
+                req.emit(Failed(str(e)))
+        if not rows:
+            return
+        plen = max(r.prompt_len for r in rows)
+        ids = torch.full((len(rows), plen), self.tokenizer.pad_token_id or 0, dtype=torch.long, device=self.device)
+        mask = torch.zeros((len(rows), plen), dtype=torch.long, device=self.device)
+        for j, r in enumerate(rows):
+            ids[j, plen - r.prompt_len :] = r.buf[: r.prompt_len]
+            mask[j, plen - r.prompt_len :] = 1
+        pos = (mask.cumsum(-1) - 1).clamp(min=0)
+        cache = DynamicCache(config=self.model.config)
+        out = self.model(input_ids=ids, attention_mask=mask, position_ids=pos, **{self._cache_kw: cache},
+                         use_cache=True, logits_to_keep=1)
+        logits = out.logits[:, -1, :].float()
+        next_pos = torch.tensor([r.prompt_len for r in rows], dtype=torch.long, device=self.device)
+        self._merge(rows, cache, mask, next_pos)
+        self._admitting = []
+        self._sample_and_emit(logits, offset=len(self._rows) - len(rows))
+
+    def _merge(self, rows: list[_Row], cache: Any, mask: Any, next_pos: Any) -> None:
+        """Append prefilled rows to the running batch, left-padding whichever cache is shorter."""
+        import torch
+
+        if not self._rows:
+            self._rows, self._cache, self._mask, self._next_pos = rows, cache, mask, next_pos
+            self._last = torch.zeros(len(rows), dtype=torch.long, device=self.device)
+            return
+        s_old, s_new = self._mask.shape[1], mask.shape[1]
+        s = max(s_old, s_new)
+
+        def pad(t: Any, n: int, dim: int) -> Any:
+            if n == 0:
+                return t
+            shape = list(t.shape)
+            shape[dim] = n
+            return torch.cat([t.new_zeros(shape), t], dim=dim)
+
+        for old_layer, new_layer in zip(self._cache.layers, cache.layers, strict=True):
+            old_layer.keys = torch.cat([pad(old_layer.keys, s - s_old, -2), pad(new_layer.keys, s - s_new, -2)])
+            old_layer.values = torch.cat([pad(old_layer.values, s - s_old, -2), pad(new_layer.values, s - s_new, -2)])
+        self._mask = torch.cat([pad(self._mask, s - s_old, 1), pad(mask, s - s_new, 1)])
+        self._next_pos = torch.cat([self._next_pos, next_pos])
+        self._last = torch.cat([self._last, torch.zeros(len(rows), dtype=torch.long, device=self.device)])
+        self._rows = self._rows + rows
+
+    def _step(self) -> None:
+        """One decode step for every running row."""
+        import torch
+
+        b = len(self._rows)
+        self.max_rows_seen = max(self.max_rows_seen, b)
+        self._mask = torch.cat([self._mask, self._mask.new_ones((b, 1))], dim=1)
+        out = self.model(input_ids=self._last[:, None], attention_mask=self._mask,
+                         position_ids=self._next_pos[:, None], **{self._cache_kw: self._cache}, use_cache=True)
+        self._next_pos = self._next_pos + 1
+        self.steps += 1
+        self._sample_and_emit(out.logits[:, -1, :].float(), offset=0)
+
+    def _sample_and_emit(self, logits: Any, offset: int) -> None:
+        """Process, sample and append one token for rows ``offset:``; retire finished rows."""
+
+        rows = self._rows[offset:]
+        scores = logits.clone()
+        for j, r in enumerate(rows):
+            row_scores = r.processor(r.buf[r.prompt_len - 1 : r.length].unsqueeze(0), scores[j : j + 1])
+            scores[j] = row_scores[0]
+            if r.req.params.ignore_eos and self.eos_ids:
+                scores[j, self.eos_ids] = float("-inf")
+        tokens = self._sample(scores, rows)
+        self._last[offset:] = tokens
+        done: list[int] = []
+        for j, (r, tok) in enumerate(zip(rows, tokens.tolist(), strict=True)):
+            reason = self._append(r, tok)
+            if r.req.cancelled.is_set():
+                done.append(offset + j)
+            elif reason is not None:
+                r.req.emit(Finished(r.index, r.text, list(r.gen), reason))
+                done.append(offset + j)
+        if done:
+            self._retire(done)
+
+    def _sample(self, scores: Any, rows: list[_Row]) -> Any:
+        import torch
+
+        temps = torch.tensor([r.req.params.temperature for r in rows], device=scores.device)
+        top_p = torch.tensor([r.req.params.top_p for r in rows], device=scores.device)
+        greedy = temps <= 0
+        tokens = scores.argmax(-1)
+        if bool(greedy.all()):
+            return tokens
+        probs = torch.softmax(scores / temps.clamp(min=1e-5)[:, None], dim=-1)
+        if bool((top_p < 1).any()):
+            sp, si = probs.sort(dim=-1, descending=True)
+            drop = (sp.cumsum(-1) - sp) > top_p[:, None]
+            sp = sp.masked_fill(drop, 0.0)
+            probs = torch.zeros_like(probs).scatter(-1, si, sp)
+        probs = torch.nan_to_num(probs, nan=0.0)
+        free = [j for j, r in enumerate(rows) if not greedy[j] and r.generator is None]
+        if free:
+            tokens[free] = torch.multinomial(probs[free], 1).squeeze(-1)
+        for j, r in enumerate(rows):
+            if not greedy[j] and r.generator is not None:
+                tokens[j] = torch.multinomial(probs[j], 1, generator=r.generator)[0]
+        return tokens
+
+    def _append(self, r: _Row, tok: int) -> str | None:
+        """Add one token to a row, emit its new text; return a finish reason or None."""
+        p = r.req.params
+        if tok in self.eos_ids and not p.ignore_eos:
+            return self._flush(r, "stop")
+        r.buf[r.length] = tok
+        r.length += 1
+        r.gen.append(tok)
+        if len(r.gen) == 1:
+            r.prefix_offset = r.read_offset = r.prompt_len
+        ids = r.buf[r.prefix_offset : r.length].tolist()
+        prefix = self.tokenizer.decode(ids[: r.read_offset - r.prefix_offset], skip_special_tokens=False)
+        full = self.tokenizer.decode(ids, skip_special_tokens=False)
+        if len(full) > len(prefix) and not full.endswith("\ufffd"):
+            start = len(r.text)
+            r.text += full[len(prefix) :]
+            r.prefix_offset, r.read_offset = r.read_offset, r.length
+            for s in p.stop:
+                hit = r.text.find(s, max(0, start - len(s) + 1))
+                if hit >= 0:
+                    r.text = r.text[:hit]
+                    return self._flush(r, "stop")
+        if len(r.gen) >= p.max_tokens or r.length >= self.max_len:
+            return self._flush(r, "length")
+        hold = max((len(s) for s in p.stop), default=1) - 1
+        upto = len(r.text) - hold
+        if upto > r.sent:
+            r.req.emit(Delta(r.index, r.text[r.sent : upto]))
+            r.sent = upto
+        return None
+
+    def _flush(self, r: _Row, reason: str) -> str:
+        if len(r.text) > r.sent:
+            r.req.emit(Delta(r.index, r.text[r.sent :]))
+            r.sent = len(r.text)
+        return reason
+
+    def _retire(self, done: list[int]) -> None:
+        """Drop finished rows from the batch and the cache, then the padding no row needs any more."""
+        import torch
+
+        gone = set(done)
+        keep = [j for j in range(len(self._rows)) if j not in gone]
+        if not keep:
+            self._reset()
+            return
+        idx = torch.tensor(keep, dtype=torch.long, device=self.device)
+        self._cache.batch_select_indices(idx)
+        self._mask, self._next_pos, self._last = self._mask[idx], self._next_pos[idx], self._last[idx]
+        self._rows = [self._rows[j] for j in keep]
+        lead = int(self._mask.argmax(dim=1).min())  # columns that are padding for every row
+        if lead > 0:
+            for layer in self._cache.layers:
+                layer.keys, layer.values = layer.keys[..., lead:, :], layer.values[..., lead:, :]
+            self._mask = self._mask[:, lead:]
+
+
+_ids = itertools.count()
+
+
+def request_id() -> str:
+    """A unique completion id (``chatcmpl-...``)."""
+    return f"chatcmpl-{int(time.time() * 1000):x}{next(_ids):06x}"
+
