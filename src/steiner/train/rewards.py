@@ -184,14 +184,17 @@ def load_dags(path: str | Path) -> dict[str, Dag]:
 # --- matching generated steps to nodes ------------------------------------------------------------
 
 def step_text(step: Step) -> str:
-    """The text of a step that is compared with a node's member texts."""
-    return " ".join(t for t in (step.name, step.summary or step.thought) if t).strip()
+    """The text of a step compared with a node's member texts: its summary, else thought, else name
+    (the same text `steiner synth` clusters and stores in ``texts``)."""
+    return (step.summary or step.thought or step.name).strip()
 
 
 class StepMatcher:
     """Maps generated steps to DAG node ids by exact key and/or embedding cosine similarity.
 
-    The sentence-embedding model loads lazily on first use, and node-text embeddings are cached per DAG.
+    A key can name several nodes (synthesis splits a cluster that would close a cycle); the node that
+    continues the previous matched step (an edge from it) wins, else the one nearest the answer.
+    The sentence-embedding model loads lazily on first use; node-text embeddings are cached per DAG.
     """
 
     def __init__(self, cfg: StepRewardConfig, key_fn: KeyFn | None = None) -> None:
@@ -225,23 +228,33 @@ class StepMatcher:
             self._node_cache[dag.question_id] = (owners, emb)
         return self._node_cache[dag.question_id]
 
-    def match(self, steps: list[Step], dag: Dag) -> list[str | None]:
+    def match(self, steps: list[Step], dag: Dag, key_fn: KeyFn | None = None) -> list[str | None]:
+        """One node id (or None) per step; ``key_fn`` overrides the matcher's own for this call."""
+        key_fn = key_fn or self.key_fn
         out: list[str | None] = [None] * len(steps)
-        if self.cfg.match in ("auto", "key") and self.key_fn is not None:
-            by_key = {n.key: n.id for n in dag.step_nodes() if n.key is not None}
+        if self.cfg.match in ("auto", "key") and key_fn is not None:
+            by_key: dict[str, list[DagNode]] = {}
+            for n in dag.step_nodes():
+                if n.key is not None:
+                    by_key.setdefault(str(n.key), []).append(n)
+            succ: dict[str, set[str]] = {}
+            for u, v in dag.edges:
+                succ.setdefault(u, set()).add(v)
+            prev = dag.source
             for i, s in enumerate(steps):
-                k = self.key_fn(s)
-                if k is not None and k in by_key:
-                    out[i] = by_key[k]
-        if self.cfg.match == "embedding" or (self.cfg.match == "auto" and self.key_fn is None):
+                cands = by_key.get(key_fn(s) or "", [])
+                if cands:
+                    follow = [n for n in cands if n.id in succ.get(prev, ())]
+                    best = (follow or sorted(cands, key=lambda n: (n.d_e is None, n.d_e or 0, n.d_s or 0)))[0]
+                    out[i] = prev = best.id
+        if self.cfg.match == "embedding" or (self.cfg.match == "auto" and key_fn is None):
             todo = [i for i, s in enumerate(steps) if out[i] is None and step_text(s)]
             if todo:
                 owners, emb = self._node_embeddings(dag)
                 if emb is not None:
                     q = self._encoder().encode([step_text(steps[i]) for i in todo], convert_to_tensor=True,
                                                normalize_embeddings=True)
-                    sims = q @ emb.T
-                    best, idx = sims.max(dim=1)
+                    best, idx = (q @ emb.T).max(dim=1)
                     for i, b, j in zip(todo, best.tolist(), idx.tolist(), strict=True):
                         if b >= self.cfg.similarity_threshold:
                             out[i] = owners[j]
@@ -255,13 +268,32 @@ def normalize_answer(text: str) -> str:
     return re.sub(r"\s+", " ", text.strip().strip(".").strip()).casefold()
 
 
-def make_checker(record: dict[str, Any]) -> Callable[[str], bool]:
-    """A correctness check for one question record: Countdown's exact checker when the record carries
-    ``numbers`` and ``target``, else normalised exact match against ``answer``."""
+def countdown_problem(record: dict[str, Any]) -> tuple[list[int], int] | None:
+    """(numbers, target) of a Countdown question record (its fields, else its question text), or None."""
     if "numbers" in record and "target" in record:
+        return [int(x) for x in record["numbers"]], int(record["target"])
+    from steiner.countdown import parse_question
+
+    return parse_question(str(record.get("question", "")))
+
+
+def domain_key_fn(record: dict[str, Any]) -> KeyFn | None:
+    """The exact step key of the record's domain (Countdown's `step_key`), or None."""
+    if countdown_problem(record) is None:
+        return None
+    from steiner.countdown import step_key
+
+    return step_key
+
+
+def make_checker(record: dict[str, Any]) -> Callable[[str], bool]:
+    """A correctness check for one question record: Countdown's exact checker for a Countdown question
+    (``numbers`` and ``target`` fields, or a question in its wording), else normalised exact match."""
+    problem = countdown_problem(record)
+    if problem is not None:
         from steiner.countdown import check_answer
 
-        nums, target = list(record["numbers"]), int(record["target"])
+        nums, target = problem
         return lambda ans: bool(check_answer(ans.strip(), nums, target).ok)
     ref = normalize_answer(str(record.get("answer", "")))
     return lambda ans: normalize_answer(ans) == ref
