@@ -151,12 +151,18 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type, *, config_flag: bo
             f.default_factory() if f.default_factory is not dataclasses.MISSING else None  # type: ignore[misc]
         )
         base, _ = _strip_optional(hints[f.name])
-        metavar = None
+        metavar = f.name.upper()
+        extra: dict[str, Any] = {}
         if get_origin(base) is Literal:
             metavar = "{" + ",".join(map(str, get_args(base))) + "}"
+        elif base is bool:
+            metavar, extra = "BOOL", {"nargs": "?", "const": True}  # `--flag` alone means true
+        elif get_origin(base) in (list, tuple):
+            metavar = "A,B,..."
         help_text = f.metadata.get("help", "")
         help_text = f"{help_text} (default: {default!r})" if help_text else f"(default: {default!r})"
-        parser.add_argument(flag, dest=f"cfg__{f.name}", default=argparse.SUPPRESS, metavar=metavar, help=help_text)
+        parser.add_argument(flag, dest=f"cfg__{f.name}", default=argparse.SUPPRESS, metavar=metavar,
+                            help=help_text, **extra)
 
 
 def config_from_args(cls: type[T], args: argparse.Namespace) -> T:

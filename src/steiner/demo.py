@@ -1,0 +1,195 @@
+"""`steiner demo`: the whole recipe in miniature on Countdown, on a CPU, end to end.
+
+problems -> built-in teacher -> random truncation -> DAGs -> backtracking paths -> a tokenizer trained
+on the corpus, extended with the 14 tokens -> a tiny Qwen2 model built from a config -> CPT -> SFT ->
+RL with the step reward -> evaluation on held-out targets -> a step sweep -> serve and probe -> a
+report (Markdown + HTML). Every stage is resumable: a rerun skips stages already complete for the same
+config. The same code paths serve a 7B model on GPUs; only the configs change.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from steiner.config import check_range, opt, to_dict
+from steiner.modeling import TinyModelConfig
+from steiner.pipeline import Pipeline, hardware, versions
+
+
+@dataclass
+class DemoConfig:
+    """Sizes of every stage; `preset` picks quick or full defaults, and any field set overrides it."""
+
+    out: str = opt("steiner-demo", "output folder (a rerun resumes finished stages)")
+    quick: bool = opt(False, "the 10-minute version: fewer problems, a smaller model, shorter training")
+    seed: int = opt(0, "seed of every stage")
+    problems: int = opt(2000, "training problems to synthesise")
+    test_problems: int = opt(100, "held-out problems (targets never seen in training)")
+    num_numbers: list[int] = opt([3, 4], "numbers per problem: min,max")
+    target_range: list[int] = opt([10, 60], "range of targets: lo,hi")
+    number_range: list[int] = opt([1, 20], "range of the given numbers: lo,hi")
+    cuts: int = opt(3, "random-truncation cut points per question")
+    paths_per_dag: int = opt(6, "backtracking paths sampled per DAG")
+    vocab_size: int = opt(768, "size of the demo's own BPE vocabulary (before the reasoning tokens)")
+    hidden_size: int = opt(128, "model width")
+    num_layers: int = opt(4, "model depth")
+    cpt_docs: int = opt(4000, "plain arithmetic documents in the CPT mixture")
+    cpt_epochs: float = opt(1.0, "passes over the CPT mixture")
+    sft_epochs: float = opt(3.0, "passes over the SFT paths")
+    rl_steps: int = opt(30, "RL updates")
+    rl_group: int = opt(8, "completions per question in RL (G)")
+    eval_n: int = opt(8, "samples per held-out question (pass@1 is their mean, maj@n votes)")
+    max_new_tokens: int = opt(640, "most tokens per completion at evaluation")
+    sweep_max_steps: list[int] = opt([1, 2, 3, 4, 6], "max_steps values of the step sweep")
+    probe_requests: int = opt(12, "requests the latency probe sends to the demo's own server")
+    study: bool = opt(True, "run the study: optimal-only SFT vs DAG SFT vs step RL vs outcome RL")
+
+    def __post_init__(self) -> None:
+        for name in ("problems", "test_problems", "cuts", "paths_per_dag", "vocab_size", "hidden_size",
+                     "num_layers", "eval_n", "max_new_tokens", "rl_group"):
+            check_range(name, getattr(self, name), lo=1)
+        check_range("rl_steps", self.rl_steps, lo=0)
+
+
+QUICK = {
+    "problems": 400, "test_problems": 40, "cuts": 2, "paths_per_dag": 4, "vocab_size": 512, "hidden_size": 96,
+    "num_layers": 3, "cpt_docs": 800, "sft_epochs": 2.0, "rl_steps": 6, "rl_group": 4, "eval_n": 4,
+    "max_new_tokens": 512, "sweep_max_steps": [1, 2, 4], "probe_requests": 8, "study": False,
+}
+
+
+def resolve(cfg: DemoConfig, explicit: set[str] | None = None) -> DemoConfig:
+    """Apply the quick preset to every field the user did not set explicitly."""
+    if not cfg.quick:
+        return cfg
+    explicit = explicit or set()
+    return replace(cfg, **{k: v for k, v in QUICK.items() if k not in explicit})
+
+
+def _tokenizer_texts(data: Path) -> list[str]:
+    from steiner.format import path_from_dict, render
+
+    texts = []
+    for name in ("paths.jsonl", "problems.jsonl"):
+        for line in (data / name).read_text().splitlines():
+            rec = json.loads(line)
+            texts.append(rec["question"])
+            if "steps" in rec:
+                texts.append(render(path_from_dict(rec)))
+    return texts
+
+
+def run(cfg: DemoConfig) -> dict[str, Any]:
+    """Run (or resume) every stage; return the summary that the report shows."""
+    from rich.console import Console
+
+    console = Console(stderr=True)
+    root = Path(cfg.out)
+    root.mkdir(parents=True, exist_ok=True)
+    t_start = time.perf_counter()
+    pipe = Pipeline(root, on_start=lambda name: console.rule(f"[bold]{name}"))
+    data = root / "synth"
+
+    def synth(d: Path) -> dict[str, Any]:
+        from steiner.commands.synth import SynthConfig
+        from steiner.commands.synth import main as synth_main
+
+        synth_main(SynthConfig(
+            out=str(d), problems=cfg.problems, test_problems=cfg.test_problems, num_numbers=cfg.num_numbers,
+            number_range=cfg.number_range, target_range=cfg.target_range, seed=cfg.seed, cuts=cfg.cuts,
+            paths_per_dag=cfg.paths_per_dag, tokenizer="qwen2.5",
+        ))
+        return json.loads((d / "stats.json").read_text())
+
+    pipe.run("synth", {k: getattr(cfg, k) for k in ("problems", "test_problems", "num_numbers", "number_range",
+                                                    "target_range", "seed", "cuts", "paths_per_dag")}, synth)
+    split_paths(data, cfg.seed)
+
+    def base_model(d: Path) -> dict[str, Any]:
+        from steiner.countdown.text import arithmetic_documents
+        from steiner.modeling import build_model
+        from steiner.tokenizer import train_tokenizer
+
+        docs = arithmetic_documents(cfg.cpt_docs, cfg.seed)
+        (d / "arithmetic.txt").write_text("\n\n".join(docs) + "\n")
+        tok = train_tokenizer(_tokenizer_texts(data) + docs, vocab_size=cfg.vocab_size)
+        mcfg = TinyModelConfig(hidden_size=cfg.hidden_size, num_layers=cfg.num_layers, num_heads=4,
+                               intermediate_size=cfg.hidden_size * 4, max_position_embeddings=2048, seed=cfg.seed)
+        model = build_model(tok, mcfg)
+        model.save_pretrained(d / "model")
+        tok.save_pretrained(d / "model")
+        return {"vocab": len(tok), "params": sum(p.numel() for p in model.parameters()), "model": to_dict(mcfg)}
+
+    pipe.run("base", {k: getattr(cfg, k) for k in ("seed", "vocab_size", "hidden_size", "num_layers", "cpt_docs")}
+             | {"data": pipe.records[0].result.get("paths")}, base_model)
+
+    def cpt(d: Path) -> dict[str, Any]:
+        from steiner.train.cpt import CPTConfig
+        from steiner.train.cpt import main as cpt_main
+
+        c = CPTConfig(model=str(root / "base" / "model"), output_dir=str(d), seed=cfg.seed,
+                      paths_files=[str(data / "paths_dag.jsonl")], text_files=[str(root / "base" / "arithmetic.txt")],
+                      reasoning_ratio=0.5, num_epochs=cfg.cpt_epochs, max_length=512, per_device_batch_size=8,
+                      learning_rate=1e-3, warmup_ratio=0.05, save_steps=10_000, logging_steps=20)
+        out = cpt_main(c)
+        return _summary(out)
+
+    pipe.run("cpt", {"epochs": cfg.cpt_epochs, "seed": cfg.seed}, cpt)
+
+    def sft(d: Path, paths_file: str, start: Path, epochs: float) -> dict[str, Any]:
+        from steiner.train.sft import SteinerSFTConfig
+        from steiner.train.sft import main as sft_main
+
+        c = SteinerSFTConfig(model=str(start), output_dir=str(d), seed=cfg.seed, paths_files=[paths_file],
+                             num_epochs=epochs, max_length=1024, per_device_batch_size=8, learning_rate=1e-3,
+                             warmup_ratio=0.05, save_steps=10_000, logging_steps=20)
+        return _summary(sft_main(c))
+
+    cpt_model = root / "cpt"
+    pipe.run("sft", {"epochs": cfg.sft_epochs, "seed": cfg.seed, "data": "paths_dag"},
+             lambda d: sft(d, str(data / "paths_dag.jsonl"), cpt_model, cfg.sft_epochs))
+
+    def evaluate(d: Path, model_dir: Path, max_steps: int | None = None) -> dict[str, Any]:
+        from steiner.eval.runner import EvalConfig
+        from steiner.eval.runner import main as eval_main
+
+        rep = eval_main(EvalConfig(task="countdown", data=str(data / "test_problems.jsonl"), model=str(model_dir),
+                                   n=cfg.eval_n, temperature=0.7, max_new_tokens=cfg.max_new_tokens,
+                                   format_strict=True, max_steps=max_steps, seed=cfg.seed, out=str(d), batch_size=32))
+        return rep["metrics"]
+
+    pipe.run("eval_sft", {"n": cfg.eval_n, "seed": cfg.seed}, lambda d: evaluate(d, root / "sft"))
+
+    summary = {
+        "config": to_dict(cfg), "hardware": hardware(), "versions": versions(),
+        "stages": [{"name": r.name, "seconds": round(r.seconds, 1), "skipped": r.skipped, "config": r.config,
+                    "result": r.result} for r in pipe.records],
+        "wall_seconds": round(time.perf_counter() - t_start, 1),
+    }
+    (root / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+    return summary
+
+
+def _summary(out: Path) -> dict[str, Any]:
+    f = Path(out) / "train_summary.json"
+    res = json.loads(f.read_text()) if f.is_file() else {}
+    res.pop("config", None)
+    return {"model": str(out), **res}
+
+
+def split_paths(data: Path, seed: int) -> None:
+    """Write paths_dag.jsonl (DAG walks with backtracks) and paths_optimal.jsonl (shortest paths only)."""
+    by_source: dict[str, list[str]] = {}
+    for line in (data / "paths.jsonl").read_text().splitlines():
+        by_source.setdefault(json.loads(line)["source"], []).append(line)
+    (data / "paths_dag.jsonl").write_text("\n".join(by_source.get("dag", []) + by_source.get("reference", [])) + "\n")
+    (data / "paths_optimal.jsonl").write_text("\n".join(by_source.get("optimal", [])) + "\n")
+
+
+def main(cfg: DemoConfig) -> dict[str, Any]:
+    """Entry point of `steiner demo`."""
+    return run(cfg)

@@ -1,0 +1,89 @@
+"""Config dataclasses from YAML and flags; the resumable stage pipeline."""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+from typing import Literal
+
+import pytest
+
+from steiner.config import ConfigError, add_arguments, check_range, config_from_args, load_config, opt
+from steiner.pipeline import Pipeline
+
+
+@dataclass
+class Demo:
+    steps: int = opt(3, "how many")
+    rate: float = opt(0.5, "a rate")
+    name: str | None = opt(None, "a name")
+    flags: list[int] = opt([1, 2], "numbers")
+    mode: Literal["a", "b"] = opt("a", "a mode")
+    on: bool = opt(False, "a switch")
+
+    def __post_init__(self) -> None:
+        check_range("steps", self.steps, lo=1)
+
+
+def parse(argv, tmp_yaml=None):
+    p = argparse.ArgumentParser()
+    add_arguments(p, Demo)
+    return config_from_args(Demo, p.parse_args(argv))
+
+
+def test_yaml_then_flags(tmp_path):
+    f = tmp_path / "c.yaml"
+    f.write_text("steps: 5\nrate: 0.25\nflags: [4, 5]\n")
+    cfg = parse(["--config", str(f), "--rate", "0.75", "--on", "--mode", "b", "--name", "x"])
+    assert (cfg.steps, cfg.rate, cfg.flags, cfg.on, cfg.mode, cfg.name) == (5, 0.75, [4, 5], True, "b", "x")
+    assert parse(["--flags", "7,8", "--on", "false"]).flags == [7, 8]
+    assert parse(["--on", "false"]).on is False
+
+
+def test_errors_name_the_key(tmp_path):
+    f = tmp_path / "c.yaml"
+    f.write_text("stepz: 5\n")
+    with pytest.raises(ConfigError, match=r"unknown key\(s\) \['stepz'\]"):
+        load_config(Demo, f)
+    with pytest.raises(ConfigError, match="steps must be >= 1"):
+        load_config(Demo, None, {"steps": 0})
+    with pytest.raises(ConfigError, match="steps: expected an integer"):
+        load_config(Demo, None, {"steps": 2.5})
+    with pytest.raises(ConfigError, match="mode: must be one of"):
+        load_config(Demo, None, {"mode": "c"})
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(Demo, tmp_path / "missing.yaml")
+    (tmp_path / "bad.yaml").write_text("steps: [1\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(Demo, tmp_path / "bad.yaml")
+
+
+def test_mutable_defaults_are_per_instance():
+    a, b = Demo(), Demo()
+    a.flags.append(9)
+    assert b.flags == [1, 2]
+
+
+def test_pipeline_skips_finished_stages_and_reruns_changed_ones(tmp_path):
+    calls = []
+
+    def stage(d):
+        calls.append(d.name)
+        (d / "out.txt").write_text("x")
+        return {"n": len(calls)}
+
+    Pipeline(tmp_path).run("a", {"k": 1}, stage)
+    again = Pipeline(tmp_path)
+    assert again.run("a", {"k": 1}, stage) == {"n": 1} and again.records[0].skipped
+    assert calls == ["a"]
+    Pipeline(tmp_path).run("a", {"k": 2}, stage)
+    assert calls == ["a", "a"]
+
+
+def test_pipeline_failed_stage_is_rerun(tmp_path):
+    def boom(d):
+        raise RuntimeError("interrupted")
+
+    with pytest.raises(RuntimeError):
+        Pipeline(tmp_path).run("a", {}, boom)
+    assert Pipeline(tmp_path).run("a", {}, lambda d: {"ok": True}) == {"ok": True}
