@@ -13,7 +13,7 @@ returns to. A step is *abandoned* when a later backtrack removes it from the lin
     revisited node            r_t = repeat_reward         (re-deriving a state is redundant, no bonus)
     dead end, abandoned       r_t = dead_end_backtracked  (mild: exploring and backtracking is what we want)
     dead end, never abandoned r_t = dead_end_blind        (strong: the reasoning carried on past a dead end)
-    viable node (d_e known)   r_t = progress * clip(d_e(a_t) - d_e(n_t), -1, 1)   [x abandoned_scale when
+    viable node (d_e known)   r_t = progress_reward * clip(d_e(a_t) - d_e(n_t), -1, 1)   [x abandoned_scale when
                                     the step is abandoned and the term is positive]
                                   - skip_penalty * max(0, d_s(n_t) - d_s(a_t) - 1)
                                   + in_degree_bonus * ln(e_i) + out_degree_bonus * ln(e_o)
@@ -54,7 +54,7 @@ KeyFn = Callable[[Step], "str | None"]
 class StepRewardConfig:
     """Weights of the step-level and outcome rewards, and how steps are matched to DAG nodes."""
 
-    progress: float = opt(1.0, "reward per edge a step moves toward the answer (d_e decreasing; capped at one edge)")
+    progress_reward: float = opt(1.0, "reward per edge a step moves toward the answer (d_e decreasing; capped at one edge)")
     abandoned_scale: float = opt(0.0, "factor on the positive progress of a viable step a later backtrack abandons")
     skip_penalty: float = opt(0.5, "penalty per DAG level a step skips (d_s jump beyond +1 from its anchor)")
     in_degree_bonus: float = opt(0.1, "bonus x ln(e_in) for a viable node many lines converge on")
@@ -78,7 +78,7 @@ class StepRewardConfig:
         check_range("dead_end_blind", self.dead_end_blind, hi=0)
         check_range("dead_end_backtracked", self.dead_end_backtracked, hi=0)
         check_range("abandoned_scale", self.abandoned_scale, lo=0, hi=1)
-        for name in ("progress", "skip_penalty", "in_degree_bonus", "out_degree_bonus", "coverage_reward",
+        for name in ("progress_reward", "skip_penalty", "in_degree_bonus", "out_degree_bonus", "coverage_reward",
                      "length_penalty", "correct_reward", "format_reward"):
             check_range(name, getattr(self, name), lo=0)
         check_range("max_length_ratio", self.max_length_ratio, lo=0, lo_open=True)
@@ -360,7 +360,7 @@ def step_rewards(path: ReasoningPath, matches: list[str | None], dag: Dag,
             continue
         r = 0.0
         if anchor.d_e is not None:
-            prog = cfg.progress * max(-1.0, min(1.0, float(anchor.d_e - n.d_e)))
+            prog = cfg.progress_reward * max(-1.0, min(1.0, float(anchor.d_e - n.d_e)))
             if abandoned[t] and prog > 0:
                 prog *= cfg.abandoned_scale
             r += prog

@@ -33,7 +33,7 @@ METRICS_FILE = "metrics.jsonl"
 
 
 @dataclass
-class RLConfig(TrainConfig, StepRewardConfig):
+class RLConfig(StepRewardConfig, TrainConfig):
     """RL options; the shared training options and the reward weights (`StepRewardConfig`) included.
 
     ``per_device_batch_size`` is the number of completions per forward/backward pass and
