@@ -122,3 +122,33 @@ def test_step_mode_refuses_data_without_dags(rl_data, tmp_path):
     other.write_text(json.dumps({"id": "zz", "question": "?", "answer": "1"}) + "\n")
     with pytest.raises(ValueError, match="no question.*has a DAG"):
         load_items(RLConfig(model="m", questions=str(other), dags=str(rl_data[0])))
+
+
+@pytest.mark.slow
+def test_rl_two_processes_under_accelerate(tiny_model_dir, rl_data, tmp_path):
+    """accelerate launch --multi_gpu --num_processes 2 (gloo on CPU): each rank samples its own
+    question, gradients are all-reduced, so both ranks end with the same weights."""
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    dags, _ = rl_data
+    out = tmp_path / "rl2"
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+           "--main_process_port", str(port), "-m", "steiner.cli", "train", "rl", "--model", str(tiny_model_dir),
+           "--dags", str(dags), "--output-dir", str(out), "--max-steps", "2", "--num-generations", "2",
+           "--questions-per-step", "1", "--max-new-tokens", "32", "--max-reasoning-tokens", "24",
+           "--match", "embedding", "--similarity-threshold", "-1", "--learning-rate", "0.01",
+           "--write-rank-checksums", "true", "--use-cpu", "true", "--save-steps", "100"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"},
+                          timeout=400)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ranks = [json.loads((out / f"rank_{i}.json").read_text()) for i in (0, 1)]
+    assert [r["world_size"] for r in ranks] == [2, 2]
+    assert ranks[0]["checksum"] == ranks[1]["checksum"]
+    assert ranks[0]["questions"] == ["q1"] and ranks[1]["questions"] == ["q2"]
+    assert len((out / "metrics.jsonl").read_text().splitlines()) == 2

@@ -252,9 +252,11 @@ def main(cfg: RLConfig) -> Path:
     progress, task = _progress(acc.is_main_process, total, start)
     model.train()
     last: dict[str, Any] = {}
+    sampled: set[str] = set()
     for step in range(start, total):
         t0 = time.perf_counter()
         batch = [items[i] for i in _shard_order(len(items), rank, world, cfg.seed, step, cfg.questions_per_step)]
+        sampled.update(it.id for it in batch)
         convs = [conversation(it, cfg.system_prompt) for it in batch]
         gens = generate(acc.unwrap_model(model), tok, convs, n=cfg.num_generations, max_new_tokens=cfg.max_new_tokens,
                         temperature=cfg.temperature, top_p=cfg.top_p, seed=cfg.seed + 7919 * step + 104_729 * rank,
@@ -300,7 +302,7 @@ def main(cfg: RLConfig) -> Path:
     if progress is not None:
         progress.stop()
     return _finish(cfg, acc, model, tok, {"global_step": total, "resumed_from": str(ckpt) if ckpt else None,
-                                          "world_size": world, "last_metrics": last})
+                                          "world_size": world, "last_metrics": last}, sorted(sampled))
 
 
 def _update(cfg: RLConfig, acc: Any, model: Any, ref: Any, optim: Any, sched: Any, seqs: list[dict],
@@ -382,7 +384,7 @@ def _save_checkpoint(acc: Any, out: Path, step: int, limit: int | None) -> None:
     acc.wait_for_everyone()
 
 
-def _finish(cfg: RLConfig, acc: Any, model: Any, tok: Any, summary: dict[str, Any]) -> Path:
+def _finish(cfg: RLConfig, acc: Any, model: Any, tok: Any, summary: dict[str, Any], sampled: list[str]) -> Path:
     out = Path(cfg.output_dir)
     acc.wait_for_everyone()
     net = acc.unwrap_model(model)
@@ -390,7 +392,7 @@ def _finish(cfg: RLConfig, acc: Any, model: Any, tok: Any, summary: dict[str, An
         out.mkdir(parents=True, exist_ok=True)
         (out / f"rank_{acc.process_index}.json").write_text(json.dumps({
             "rank": acc.process_index, "world_size": acc.num_processes,
-            "global_step": summary["global_step"], "checksum": weights_checksum(net)}))
+            "global_step": summary["global_step"], "checksum": weights_checksum(net), "questions": sampled}))
     acc.wait_for_everyone()
     if acc.is_main_process:
         if cfg.lora and cfg.merge_lora:
