@@ -59,6 +59,7 @@ def test_eval_writes_reports_and_resumes(tmp_path: Path, tiny_model_dir, backend
     assert on_disk["metrics"] == m and on_disk["n"] == 3 and len(on_disk["per_question"]) == 4
     md = (out / "report.md").read_text()
     assert "# Evaluation: mc_sample" in md and "| pass@1 |" in md and "| mc-4 |" in md
+    assert "<h1>Evaluation: mc_sample</h1>" in (out / "report.html").read_text()
 
     # an interrupted run: the last three samples are lost and the last line is half written
     kept = (out / "samples.jsonl").read_text().splitlines()[:9]

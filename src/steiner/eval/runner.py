@@ -49,7 +49,7 @@ class EvalConfig:
     concurrency: int = opt(16, "concurrent requests to an endpoint")
     max_retries: int = opt(3, "retries of a timed-out, rate-limited (429) or 5xx request, with backoff")
     timeout: float = opt(600.0, "seconds before an endpoint request times out")
-    out: str = opt("runs/eval", "output folder: samples.jsonl (the cache), report.md, report.json")
+    out: str = opt("runs/eval", "output folder: samples.jsonl (the cache), report.md, report.json, report.html")
 
     def __post_init__(self) -> None:
         check_range("n", self.n, lo=1)
@@ -213,13 +213,14 @@ def build_report(cfg: EvalConfig, spec: TaskSpec, backend: Any, samples: list[di
 
 
 def main(cfg: EvalConfig, *, backend: Any = None) -> dict[str, Any]:
-    """Run an evaluation; write samples.jsonl, report.json and report.md into ``cfg.out``; return the report.
+    """Run an evaluation; write samples.jsonl, report.json, report.md and report.html into ``cfg.out``;
+    return the report.
 
     ``backend`` lets a caller (the sweep, the demo) reuse an already loaded model.
     """
     from rich.console import Console
 
-    from steiner.report import write_json
+    from steiner.report import write_html, write_json
 
     spec = resolve_task(cfg.task, cfg.data, answer_type=cfg.answer_type, split=cfg.split)
     items = load_items(spec, cfg.limit)
@@ -229,7 +230,9 @@ def main(cfg: EvalConfig, *, backend: Any = None) -> dict[str, Any]:
                        system_prompt=cfg.system_prompt)
     report = build_report(cfg, spec, backend, samples)
     write_json(out / "report.json", report)
-    (out / "report.md").write_text(report_markdown(report), encoding="utf-8")
+    md = report_markdown(report)
+    (out / "report.md").write_text(md, encoding="utf-8")
+    write_html(out / "report.html", md, title=f"steiner eval: {spec.name}")
     m = report["metrics"]
     maj = m[f"maj@{m['n']}"]
     Console(stderr=True).print(
