@@ -70,36 +70,57 @@ def rule_for_sequence(vocab: InferVocab, completion: Sequence[int], min_steps: i
 
 
 class RuleTable:
-    """A (rules x vocab) boolean table of allowed tokens, built once per vocabulary width and device."""
+    """The allowed tokens of each rule, laid out for cheap masking, built once per width and device.
+
+    Masking is memory-bound at a 150k vocabulary, so the layout aims at the fewest passes over the
+    scores: rules with few allowed ids keep them as an index tensor (only their rows are refilled),
+    and a (rules x vocab) "banned" table serves batches where some row may write text.
+    """
+
+    SPARSE_MAX = 64
 
     def __init__(self, allowed: dict[int, list[int]], num_rules: int) -> None:
         self.allowed = allowed
         self.num_rules = num_rules
-        self._cache: dict[tuple[int, torch.device], torch.Tensor] = {}
+        self.sparse_rules = {r for r, ids in allowed.items() if len(ids) <= self.SPARSE_MAX}
+        self._ids: dict[tuple[int, int, torch.device], torch.Tensor] = {}
+        self._banned: dict[tuple[int, torch.device], torch.Tensor] = {}
 
-    def get(self, vocab_width: int, device: torch.device) -> torch.Tensor:
+    def ids(self, rule: int, vocab_width: int, device: torch.device) -> torch.Tensor:
+        """The allowed ids of a sparse rule."""
+        key = (rule, vocab_width, device)
+        if key not in self._ids:
+            ids = [i for i in self.allowed[rule] if i < vocab_width]
+            self._ids[key] = torch.tensor(ids, dtype=torch.long, device=device)
+        return self._ids[key]
+
+    def banned(self, vocab_width: int, device: torch.device) -> torch.Tensor:
+        """(rules, vocab) bool: True where a rule forbids the token (the FREE row forbids nothing)."""
         key = (vocab_width, device)
-        table = self._cache.get(key)
-        if table is None:
+        if key not in self._banned:
             table = torch.zeros(self.num_rules, vocab_width, dtype=torch.bool)
-            table[FREE] = True
             for rule, ids in self.allowed.items():
-                if isinstance(ids, torch.Tensor):
-                    table[rule, : ids.shape[0]] = ids[:vocab_width]
-                else:
-                    table[rule, [i for i in ids if i < vocab_width]] = True
-            table = table.to(device)
-            self._cache[key] = table
-        return table
+                table[rule] = True
+                table[rule, [i for i in ids if i < vocab_width]] = False
+            self._banned[key] = table.to(device)
+        return self._banned[key]
 
 
 def apply_rules(scores: torch.Tensor, rules: torch.Tensor, table: RuleTable) -> torch.Tensor:
     """A new tensor: rows with a rule other than FREE keep only their allowed tokens' scores."""
+    present = [r for r in torch.unique(rules).tolist() if r != FREE]
+    if not present:
+        return scores.clone()
+    width = scores.shape[-1]
+    if any(r not in table.sparse_rules for r in present):  # some row may write text: one masked pass
+        return scores.masked_fill(table.banned(width, scores.device)[rules], float("-inf"))
     out = scores.clone()
-    rows = torch.nonzero(rules != FREE).flatten()
-    if rows.numel():
-        allowed = table.get(scores.shape[-1], scores.device)[rules[rows]]
-        out[rows] = torch.where(allowed, scores[rows], torch.full_like(scores[rows], float("-inf")))
+    for r in present:  # only forced/choice rows: refill them and put the allowed scores back
+        rows = torch.nonzero(rules == r).flatten()
+        data = table.ids(r, width, scores.device)
+        keep = scores[rows[:, None], data[None, :]]
+        out[rows] = float("-inf")
+        out[rows[:, None], data[None, :]] = keep
     return out
 
 
