@@ -128,25 +128,35 @@ def test_sft_resumes_from_the_latest_checkpoint(tmp_path, tiny_model_dir):
 
 
 def test_packed_batches_keep_attention_inside_each_conversation(tmp_path, tiny_model_dir):
-    """A packed, padding-free batch gives every conversation the logits it gets alone (no cross-talk)."""
+    """A packed batch, fed to the model as the Trainer feeds it, gives every conversation the logits it
+    gets alone (no attention across conversations), and its padding tail carries no loss."""
     import torch
-    from trl import SFTTrainer
+    from transformers import Trainer, TrainingArguments
 
-    from steiner.train.common import load_model_and_tokenizer
-    from steiner.train.sft import build_dataset, sft_arguments
+    from steiner.train.common import load_model_and_tokenizer, trainer_kwargs
+    from steiner.train.sft import IGNORE_INDEX, SFTCollator, build_dataset, pack
 
-    cfg = _cfg(tmp_path, tiny_model_dir, packing=True, per_device_batch_size=1, max_length=1024)
+    cfg = _cfg(tmp_path, tiny_model_dir, packing=True, per_device_batch_size=2, max_length=512)
     model, tok = load_model_and_tokenizer(cfg)
-    ds, _ = build_dataset(cfg, tok)
-    trainer = SFTTrainer(model=model, args=sft_arguments(cfg), train_dataset=ds, processing_class=tok)
+    ds, stats = build_dataset(cfg, tok)
+    packed = pack(ds, cfg.max_length, seed=0)
+    assert len(packed) < len(ds) and sum(map(len, packed["input_ids"])) == stats["tokens"]
+    trainer = Trainer(model=model, args=TrainingArguments(**trainer_kwargs(cfg)), train_dataset=packed,
+                      data_collator=SFTCollator(tok.pad_token_id))
     batch = next(iter(trainer.get_train_dataloader()))
-    pos = batch["position_ids"][0]
-    starts = [i for i in range(len(pos)) if pos[i] == 0] + [len(pos)]
-    assert len(starts) > 2, "expected several conversations packed into one row"
-    assert "attention_mask" not in batch or batch["attention_mask"].all()
+    assert "attention_mask" not in batch and batch["input_ids"].shape[0] == 2
     model.eval()
+    checked = 0
     with torch.no_grad():
-        packed = model(input_ids=batch["input_ids"], position_ids=batch["position_ids"], use_cache=False).logits[0]
-        for a, b in zip(starts, starts[1:], strict=False):
-            alone = model(input_ids=batch["input_ids"][:, a:b], use_cache=False).logits[0]
-            assert torch.allclose(packed[a:b], alone, atol=1e-4)
+        logits = model(**{k: v for k, v in batch.items() if k != "labels"}).logits
+        for row in range(2):
+            pos = batch["position_ids"][row].tolist()
+            starts = [i for i, p in enumerate(pos) if p == 0] + [len(pos)]
+            for a, b in zip(starts, starts[1:], strict=False):
+                if all(t == IGNORE_INDEX for t in batch["labels"][row, a:b].tolist()):
+                    assert (batch["input_ids"][row, a:b] == tok.pad_token_id).all()  # the padding tail
+                    continue
+                alone = model(input_ids=batch["input_ids"][row : row + 1, a:b]).logits[0]
+                assert torch.allclose(logits[row, a:b], alone, atol=1e-4)
+                checked += 1
+    assert checked > 2, "expected several conversations packed into the rows"

@@ -235,6 +235,7 @@ def finish(trainer: Any, tokenizer: PreTrainedTokenizerBase, cfg: TrainConfig, s
         return out
     if cfg.lora and cfg.merge_lora:
         model = model.merge_and_unload()
+    model.config.use_cache = True  # the Trainer turned it off for training; generation wants it
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
     summary = {"stage": stage, **summary, "config": to_dict(cfg)}
