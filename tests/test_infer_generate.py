@@ -14,8 +14,8 @@ CONVS = [
 
 
 def test_generate_format_strict_is_well_formed(tiny_model, tiny_tokenizer):
-    res = generate(tiny_model, tiny_tokenizer, CONVS, n=2, max_new_tokens=160, temperature=1.3, seed=0,
-                   format_strict=True, max_steps=2, max_reasoning_tokens=80, batch_size=3)
+    res = generate(tiny_model, tiny_tokenizer, CONVS, n=2, max_new_tokens=90, temperature=1.3, seed=0,
+                   format_strict=True, max_steps=2, max_reasoning_tokens=50, batch_size=3)
     assert [len(r) for r in res] == [2, 2]
     for r in res:
         for g in r:
@@ -25,12 +25,12 @@ def test_generate_format_strict_is_well_formed(tiny_model, tiny_tokenizer):
             assert g.text == tiny_tokenizer.decode(g.token_ids, skip_special_tokens=False)
             assert g.reasoning.endswith(REASONING_END) and g.text.startswith(g.reasoning)
             assert g.answer == g.text[len(g.reasoning):].strip()
-            assert g.reasoning_tokens <= 80
+            assert g.reasoning_tokens <= 50
             assert g.reasoning_tokens == g.token_ids.index(tiny_tokenizer.convert_tokens_to_ids(REASONING_END)) + 1
             if g.finish_reason == "stop":
                 assert g.completion_tokens == len(g.token_ids) + 1  # the eos counts
             else:
-                assert g.completion_tokens == len(g.token_ids) == 160
+                assert g.completion_tokens == len(g.token_ids) == 90
 
 
 def test_generate_seed_is_reproducible_and_greedy_is_deterministic(tiny_model, tiny_tokenizer):
