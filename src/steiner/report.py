@@ -81,8 +81,12 @@ class Series:
 
 
 def plot(path: str | Path, series: Sequence[Series], *, xlabel: str = "", ylabel: str = "", title: str = "",
-         xlog: bool = False, ylim: tuple[float, float] | None = None) -> Path:
-    """Draw ``series`` into a PNG with matplotlib's Agg backend (no display needed); returns the path."""
+         xlog: bool = False, ylim: tuple[float, float] | None = None,
+         xticks: Sequence[tuple[float, str]] | None = None) -> Path:
+    """Draw ``series`` into a PNG with matplotlib's Agg backend (no display needed); returns the path.
+
+    ``xticks`` places labelled ticks, e.g. [(1, "1"), (16, "inf")].
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -105,6 +109,8 @@ def plot(path: str | Path, series: Sequence[Series], *, xlabel: str = "", ylabel
             ax.set_xscale("log")
         if ylim:
             ax.set_ylim(*ylim)
+        if xticks:
+            ax.set_xticks([t for t, _ in xticks], [lab for _, lab in xticks])
         ax.grid(alpha=0.3)
         if any(s.label for s in series):
             ax.legend()

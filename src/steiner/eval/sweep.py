@@ -106,22 +106,30 @@ def write_plots(report: dict[str, Any], out: Path) -> list[str]:
     from steiner.report import Series, plot
 
     cells = report["cells"]
+    ylim = (-0.03, 1.03)
+    # cells that land on the same point share one label instead of overprinting each other
+    points: dict[tuple, list[str]] = {}
+    for c in cells:
+        x = c["mean_reasoning_tokens"]
+        points.setdefault((None if x is None else round(x, 6), round(c["pass@1"], 6)), []).append(c["cell"])
     p1 = plot(out / "accuracy_vs_tokens.png",
-              [Series([c["mean_reasoning_tokens"] for c in cells], [c["pass@1"] for c in cells],
-                      labels=[c["cell"] for c in cells], style="o")],
-              xlabel="mean reasoning tokens per answer", ylabel="pass@1",
-              title=f"{report['task']}: accuracy vs reasoning length")
-    finite = [c["max_steps"] for c in cells if c["max_steps"] is not None]
-    inf_x = (max(finite) * 2 if finite else 1)  # unbounded cells sit to the right of the largest bound
+              [Series([x for x, _ in points], [y for _, y in points], labels=[", ".join(v) for v in points.values()],
+                      style="o")],
+              xlabel="mean reasoning tokens per answer", ylabel="pass@1", ylim=ylim,
+              title=f"{report['task']}: accuracy vs reasoning length (labels: min:max steps)")
+    finite = sorted({c["max_steps"] for c in cells if c["max_steps"] is not None})
+    inf_x = max(finite) * 2 if finite else 1  # unbounded cells sit to the right of the largest bound
     series = []
     for lo in sorted({c["min_steps"] for c in cells}):
         row = sorted((c for c in cells if c["min_steps"] == lo),
                      key=lambda c: inf_x if c["max_steps"] is None else c["max_steps"])
         series.append(Series([inf_x if c["max_steps"] is None else c["max_steps"] for c in row],
-                             [c["pass@1"] for c in row], label=f"min_steps={lo}",
-                             labels=["inf" if c["max_steps"] is None else "" for c in row]))
-    p2 = plot(out / "accuracy_vs_max_steps.png", series, xlabel="max_steps", ylabel="pass@1",
-              title=f"{report['task']}: accuracy vs max_steps")
+                             [c["pass@1"] for c in row], label=f"min_steps={lo}"))
+    ticks = [(float(v), str(v)) for v in finite]
+    if any(c["max_steps"] is None for c in cells):
+        ticks.append((float(inf_x), "none"))
+    p2 = plot(out / "accuracy_vs_max_steps.png", series, xlabel="max_steps", ylabel="pass@1", ylim=ylim,
+              xticks=ticks, title=f"{report['task']}: accuracy vs max_steps")
     return [p1.name, p2.name]
 
 
