@@ -107,3 +107,24 @@ def test_grade_text() -> None:
     spec = TaskSpec("t", "text")
     assert grade(spec, item("The Eiffel Tower"), completion("eiffel tower.")).correct
     assert not grade(spec, item("Paris"), completion("London")).correct
+
+
+def test_countdown_teacher_paths_grade_correct() -> None:
+    """Reference completions written by the built-in Countdown step writer grade as correct; swapped answers do not."""
+    import random
+
+    from steiner.countdown import expression, generate_problems, ops_steps, shortest_solution
+    from steiner.eval.tasks import get_task, rows_to_items
+
+    problems = generate_problems(20, seed=5)
+    items = rows_to_items(get_task("countdown"), problems, "generated")
+    spec = get_task("countdown")
+    rng = random.Random(0)
+    texts = []
+    for it in items:
+        ops = shortest_solution(it.numbers, it.target)
+        text = render(ReasoningPath(ops_steps(it.numbers, ops, it.target, rng), expression(it.numbers, ops)))
+        texts.append(text)
+        assert grade(spec, it, text).correct, text
+    wrong = [grade(spec, it, texts[(i + 1) % len(items)]) for i, it in enumerate(items)]
+    assert sum(g.correct for g in wrong) <= 2  # another problem's answer almost never fits
