@@ -149,3 +149,46 @@ def test_endpoint_config_errors() -> None:
         EvalConfig(task="mc_sample").check_source()
     with pytest.raises(ConfigError, match="min_steps"):
         EvalConfig(task="mc_sample", min_steps=4, max_steps=2)
+
+
+def test_eval_against_steiner_serve(tmp_path: Path, tiny_model_dir) -> None:
+    """`steiner eval` against the project's own OpenAI-compatible server (uvicorn on loopback, tiny model)."""
+    import socket
+    import time
+
+    import torch
+    import uvicorn
+
+    from steiner.serve import ServeConfig, create_app
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    app = create_app(ServeConfig(model=str(tiny_model_dir), served_model_name="tiny", api_key="k"))
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 60
+        while not server.started:
+            assert thread.is_alive() and time.monotonic() < deadline, "server did not start"
+            time.sleep(0.05)
+        cfg = EvalConfig(task="mc_sample", limit=3, n=2, base_url=f"http://127.0.0.1:{port}/v1", model_name="tiny",
+                         api_key="k", max_new_tokens=48, min_steps=1, max_steps=2, format_strict=True,
+                         out=str(tmp_path / "serve"))
+        m = main(cfg)["metrics"]
+        assert m["num_samples"] == 6 and m["num_failed"] == 0
+        samples = list(load_samples(tmp_path / "serve" / "samples.jsonl").values())
+        for s in samples:
+            assert s["reasoning_tokens"] is not None and s["completion_tokens"] <= 48
+            assert s["text"].startswith("<|reasoning_start|>")  # reasoning_content came back with its tokens
+            assert 1 <= s["num_steps"] <= 2  # the step bounds reached the server's processors
+        # a wrong key is a recorded failure, not a crash and not a correct answer
+        bad = main(EvalConfig(**{**cfg.__dict__, "api_key": "wrong", "out": str(tmp_path / "bad"), "n": 1}))
+        assert bad["metrics"]["num_failed"] == 3 and bad["metrics"]["pass@1"] == 0.0
+    finally:
+        server.should_exit = True
+        thread.join(timeout=15)
+        torch.set_num_threads(threads)
