@@ -15,6 +15,7 @@ requests that arrive together.
 from __future__ import annotations
 
 import asyncio
+import os
 import random
 import threading
 from collections import Counter
@@ -177,7 +178,7 @@ class OpenAITeacher(_ChatTeacher):
     Args:
         base_urls: endpoints serving the same model, e.g. ``["http://10.0.0.1:8000/v1", ...]``.
         model: model name sent with each request.
-        api_key: sent as a bearer token; "EMPTY" when None (vLLM-style servers ignore it).
+        api_key: sent as a bearer token; when None, ``$OPENAI_API_KEY`` or else "EMPTY" (vLLM ignores it).
         concurrency: most requests in flight at once, over all URLs.
         timeout: seconds per request before it counts as a timeout.
         max_retries: retries per call after the first attempt (timeouts, connection errors, 429, 5xx,
@@ -207,7 +208,7 @@ class OpenAITeacher(_ChatTeacher):
         super().__init__(name or f"openai:{model}", model, sampling, max_retries, cache_dir, max_reference_steps)
         self.base_urls = [u.rstrip("/") for u in urls]
         self.model = model
-        self.api_key = api_key or "EMPTY"
+        self.api_key = api_key or os.environ.get("OPENAI_API_KEY") or "EMPTY"
         self.concurrency = concurrency
         self.timeout = timeout
         self.backoff = backoff
@@ -392,15 +393,19 @@ class LocalTeacher(_ChatTeacher):
                 self._model, self._tokenizer = model.to(self.device).eval(), tok
         return self._model, self._tokenizer
 
-    def chat(self, conversations: list[list[dict[str, str]]], seed: int = 0) -> list[str]:
-        """Generate one reply per conversation in one batch (blocking); special tokens are stripped."""
+    def chat(self, conversations: list[list[dict[str, str]]], seed: int = 0,
+             max_new_tokens: int | None = None) -> list[str]:
+        """Generate one reply per conversation in one batch (blocking); special tokens are stripped.
+
+        Public so that a test or a tiny server can put this model behind another interface.
+        """
         import torch
 
         model, tok = self.load()
         prompts = [tok.apply_chat_template(c, add_generation_prompt=True, tokenize=False) for c in conversations]
         enc = tok(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
         sample = self.temperature > 0
-        kwargs: dict[str, Any] = {"do_sample": sample, "max_new_tokens": self.max_new_tokens,
+        kwargs: dict[str, Any] = {"do_sample": sample, "max_new_tokens": max_new_tokens or self.max_new_tokens,
                                   "pad_token_id": tok.pad_token_id}
         if sample:
             kwargs.update(temperature=self.temperature, top_p=self.top_p)
