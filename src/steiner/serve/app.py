@@ -150,6 +150,17 @@ async def _complete(server: _Server, req: ChatRequest, ids: list[int], params: S
             "choices": choices, "usage": server.usage(len(ids), list(finished.values()))}
 
 
+def _coalesce(events: list[Any]) -> list[Any]:
+    """Merge consecutive text deltas of the same choice, keeping the order of everything else."""
+    out: list[Any] = []
+    for ev in events:
+        if isinstance(ev, Delta) and out and isinstance(out[-1], Delta) and out[-1].index == ev.index:
+            out[-1] = Delta(ev.index, out[-1].text + ev.text)
+        else:
+            out.append(ev)
+    return out
+
+
 async def _stream(server: _Server, req: ChatRequest, ids: list[int], params: SamplingParams):
     """SSE chunks: a role chunk per choice, token-level reasoning/content deltas, a finish chunk per choice,
     then (with ``stream_options.include_usage``) a usage chunk, then ``[DONE]``."""
@@ -171,8 +182,14 @@ async def _stream(server: _Server, req: ChatRequest, ids: list[int], params: Sam
         for i in range(params.n):
             yield chunk([{"index": i, "delta": {"role": "assistant", "content": ""}, "logprobs": None,
                           "finish_reason": None}])
+        pending: list[Any] = []
         while len(finished) < params.n:
-            ev = await events.get()
+            if not pending:
+                pending.append(await events.get())
+                while not events.empty():  # coalesce what piled up while the client was slower than decoding
+                    pending.append(events.get_nowait())
+                pending = _coalesce(pending)
+            ev = pending.pop(0)
             if isinstance(ev, Failed):
                 err = {"error": {"message": ev.message, "type": "server_error", "param": None, "code": None}}
                 yield f"data: {json.dumps(err)}\n\n"

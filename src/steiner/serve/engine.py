@@ -138,6 +138,9 @@ class Engine:
         eos |= set(gen_eos) if isinstance(gen_eos, list) else {gen_eos}
         self.eos_ids = sorted(i for i in eos if i is not None)
         self.device = next(model.parameters()).device
+        backend = getattr(tokenizer, "backend_tokenizer", None)  # the Rust decoder skips a slow Python wrapper
+        self._decode = (lambda ids: backend.decode(ids, skip_special_tokens=False)) if backend is not None else (
+            lambda ids: tokenizer.decode(ids, skip_special_tokens=False))
         # transformers 5 names the forward argument `cache`; older releases `past_key_values`
         params = inspect.signature(model.forward).parameters
         self._cache_kw = "cache" if "cache" in params else "past_key_values"
@@ -325,12 +328,7 @@ class Engine:
         """Process, sample and append one token for rows ``offset:``; retire finished rows."""
 
         rows = self._rows[offset:]
-        scores = logits.clone()
-        for j, r in enumerate(rows):
-            row_scores = r.processor(r.buf[r.prompt_len - 1 : r.length].unsqueeze(0), scores[j : j + 1])
-            scores[j] = row_scores[0]
-            if r.req.params.ignore_eos and self.eos_ids:
-                scores[j, self.eos_ids] = float("-inf")
+        scores = self._constrain(logits, rows)
         tokens = self._sample(scores, rows)
         self._last[offset:] = tokens
         done: list[int] = []
@@ -343,6 +341,33 @@ class Engine:
                 done.append(offset + j)
         if done:
             self._retire(done)
+
+    def _constrain(self, logits: Any, rows: list[_Row]) -> Any:
+        """Apply each row's logits processor, one call per group of rows sharing a processor.
+
+        A group's completions are left-padded into one matrix (the last prompt token first) and the
+        processor is told where each row's completion starts, so it runs vectorised over the group.
+        """
+        import torch
+        from torch.nn.utils.rnn import pad_sequence
+
+        from steiner.infer.step_bounds import CompletionStart
+
+        scores = logits
+        groups: dict[int, list[int]] = {}
+        for j, r in enumerate(rows):
+            groups.setdefault(id(r.processor), []).append(j)
+        for js in groups.values():
+            proc = rows[js[0]].processor
+            seqs = [rows[j].buf[rows[j].prompt_len - 1 : rows[j].length] for j in js]
+            ids = pad_sequence(seqs, batch_first=True, padding_value=0, padding_side="left")
+            proc.start = CompletionStart([ids.shape[1] - len(q) + 1 for q in seqs])
+            idx = torch.tensor(js, device=scores.device)
+            scores = scores.index_copy(0, idx, proc(ids, scores.index_select(0, idx)))
+        ignore = [j for j, r in enumerate(rows) if r.req.params.ignore_eos]
+        if ignore and self.eos_ids:
+            scores[torch.tensor(ignore)[:, None], torch.tensor(self.eos_ids)[None, :]] = float("-inf")
+        return scores
 
     def _sample(self, scores: Any, rows: list[_Row]) -> Any:
         import torch
@@ -379,8 +404,8 @@ class Engine:
         if len(r.gen) == 1:
             r.prefix_offset = r.read_offset = r.prompt_len
         ids = r.buf[r.prefix_offset : r.length].tolist()
-        prefix = self.tokenizer.decode(ids[: r.read_offset - r.prefix_offset], skip_special_tokens=False)
-        full = self.tokenizer.decode(ids, skip_special_tokens=False)
+        prefix = self._decode(ids[: r.read_offset - r.prefix_offset])
+        full = self._decode(ids)
         if len(full) > len(prefix) and not full.endswith("\ufffd"):
             start = len(r.text)
             r.text += full[len(prefix) :]
