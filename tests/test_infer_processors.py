@@ -260,3 +260,27 @@ def test_format_grammar_states(tiny_tokenizer, ids):
     # a long thought (past the search window) still knows which field it is in
     long = rs + [ids.step_start, ids.name_start, 9, ids.name_end, ids.thought_start] + [9] * 300
     assert nxt(long) == text_ids | {ids.thought_end}
+
+
+def test_format_processor_under_beam_search(tiny_tokenizer, tiny_model, ids):
+    batch = _left_padded_batch(tiny_tokenizer, ["hi there", "Reach 24 with 3 5 7"])
+    proc = FormatLogitsProcessor(tiny_tokenizer, max_steps=1, max_reasoning_tokens=16)
+    out = tiny_model.generate(**batch, logits_processor=LogitsProcessorList([proc]), num_beams=3,
+                              num_return_sequences=3, do_sample=False, max_new_tokens=20,
+                              pad_token_id=tiny_tokenizer.pad_token_id)
+    width = batch["input_ids"].shape[1]
+    for row in out[:, width:].tolist():
+        row = row[: row.index(tiny_tokenizer.eos_token_id)] if tiny_tokenizer.eos_token_id in row else row
+        path = parse(tiny_tokenizer.decode(row, skip_special_tokens=False))
+        assert path.ok and path.complete and len(path.steps) == 1, [str(p) for p in path.problems]
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_format_random_logits_many_steps_and_backtracks(tiny_tokenizer, ids, seed):
+    proc = FormatLogitsProcessor(tiny_tokenizer, min_steps=4, prompt_lengths=3)
+    completion = _sample_with(proc, tiny_tokenizer, ids, steps=700, boost=18.0, temperature=4.0, seed=seed)
+    text = tiny_tokenizer.decode([t for t in completion if t != tiny_tokenizer.eos_token_id],
+                                 skip_special_tokens=False)
+    path = parse(text)
+    assert path.ok, [str(p) for p in path.problems]
+    assert path.complete and len(path.steps) >= 4  # min_steps holds; backtracks occur in most seeds
