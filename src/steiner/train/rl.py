@@ -262,6 +262,7 @@ def main(cfg: RLConfig) -> Path:
                         temperature=cfg.temperature, top_p=cfg.top_p, seed=cfg.seed + 7919 * step + 104_729 * rank,
                         min_steps=cfg.min_reasoning_steps, max_steps=cfg.max_reasoning_steps, format_strict=True,
                         max_reasoning_tokens=cfg.max_reasoning_tokens, batch_size=cfg.generation_batch_size)
+        t_gen = time.perf_counter()
         prompts = [tok(p, add_special_tokens=False)["input_ids"] for p in render_prompts(tok, convs)]
         seqs, stats = [], []
         for it, group, prompt in zip(batch, gens, prompts, strict=True):
@@ -283,7 +284,9 @@ def main(cfg: RLConfig) -> Path:
                 seqs.append({"prompt": prompt, "completion": c, "adv": a})
                 stats.append([p.total if cfg.mode == "step" else p.outcome, float(p.correct), float(p.format_ok),
                               len(g.path.steps), g.path.num_backtracks, p.matched / max(1, len(g.path.steps)), len(c)])
+        t_reward = time.perf_counter()
         loss_sum, kl_sum, clip_sum = _update(cfg, acc, model, ref, optim, sched, seqs, pad_id)
+        t_update = time.perf_counter()
         local = torch.tensor([sum(col) for col in zip(*stats, strict=True)] + [loss_sum, kl_sum, clip_sum, len(stats)],
                              dtype=torch.float64, device=acc.device)
         tot = acc.reduce(local, reduction="sum").tolist()
@@ -291,7 +294,8 @@ def main(cfg: RLConfig) -> Path:
         names = ["reward", "accuracy", "format_valid", "mean_steps", "backtracks", "matched", "completion_tokens"]
         last = {"step": step + 1, **{k: tot[i] / n for i, k in enumerate(names)},
                 "loss": tot[7] / n, "kl": tot[8] / n, "clip_fraction": tot[9] / (world * updates_per_step),
-                "lr": sched.get_last_lr()[0], "seconds": time.perf_counter() - t0}
+                "lr": sched.get_last_lr()[0], "seconds": time.perf_counter() - t0, "generate_seconds": t_gen - t0,
+                "reward_seconds": t_reward - t_gen, "update_seconds": t_update - t_reward}
         if acc.is_main_process:
             with (out / METRICS_FILE).open("a") as fh:
                 fh.write(json.dumps(last) + "\n")

@@ -1,0 +1,97 @@
+"""RL cost per step: seconds per RL step at G=8 on a tiny model and a few Countdown questions, split into
+sampling, rewards and update, and the peak RSS of the run; step mode (DAG rewards) beside outcome mode.
+
+Data come from the real pipeline (`steiner synth`, built-in Countdown teacher); the tokenizer is trained
+on the synthesised paths and the model is an untrained tiny Qwen2 (hidden 64, 2 layers). Each RL run is
+a fresh subprocess, so its peak RSS is its own. The first step (warm-up) is reported apart.
+
+    .venv/bin/python benchmarks/rl.py [--problems 8] [--steps 4] [--g 8] [--questions-per-step 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+
+def setup(work: Path, problems: int) -> Path:
+    from steiner.commands.synth import SynthConfig
+    from steiner.commands.synth import main as synth
+    from steiner.format import ReasoningPath, render, step_from_dict
+    from steiner.modeling import TinyModelConfig, build_model
+    from steiner.tokenizer import train_tokenizer
+
+    synth(SynthConfig(out=str(work / "synth"), problems=problems, test_problems=0, seed=0, progress=False))
+    paths = [json.loads(x) for x in (work / "synth" / "paths.jsonl").read_text().splitlines()]
+    texts = [p["question"] + render(ReasoningPath([step_from_dict(s) for s in p["steps"]], p["final_answer"]))
+             for p in paths]
+    tok = train_tokenizer(texts, vocab_size=512)
+    model_dir = work / "model"
+    build_model(tok, TinyModelConfig(hidden_size=64, num_layers=2)).save_pretrained(model_dir)
+    tok.save_pretrained(model_dir)
+    return model_dir
+
+
+def run(work: Path, model_dir: Path, mode: str, args: argparse.Namespace) -> dict:
+    out = work / f"rl_{mode}"
+    code = (
+        "import json, resource, sys; from steiner.train.rl import RLConfig, main; "
+        "main(RLConfig(**json.loads(sys.argv[1]))); r = resource.getrusage(resource.RUSAGE_SELF); "
+        "print(json.dumps({'rss_kb': r.ru_maxrss, 'cpu_s': r.ru_utime + r.ru_stime}))"
+    )
+    cfg = dict(model=str(model_dir), output_dir=str(out), mode=mode, dags=str(work / "synth" / "dags.jsonl"),
+               questions=str(work / "synth" / "problems.jsonl"), num_generations=args.g,
+               questions_per_step=args.questions_per_step, max_new_tokens=args.max_new_tokens,
+               max_reasoning_tokens=args.max_new_tokens - 16, max_steps=args.steps,
+               per_device_batch_size=args.g * args.questions_per_step, learning_rate=1e-3, save_steps=10_000,
+               use_cpu=True, resume=False)
+    proc = subprocess.run([sys.executable, "-c", code, json.dumps(cfg)], capture_output=True, text=True,
+                          env={**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"})
+    if proc.returncode:
+        sys.exit(f"RL run ({mode}) failed:\n{proc.stderr[-3000:]}")
+    usage = json.loads(proc.stdout.strip().splitlines()[-1])
+    lines = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    rest = lines[1:] or lines
+
+    def mean(k: str) -> float:
+        return sum(m[k] for m in rest) / len(rest)
+
+    return {"mode": mode, "first_step_s": lines[0]["seconds"], "s_per_step": mean("seconds"),
+            "generate_s": mean("generate_seconds"), "reward_s": mean("reward_seconds"),
+            "update_s": mean("update_seconds"), "completion_tokens": mean("completion_tokens"),
+            "peak_rss_mb": usage["rss_kb"] / 1024, "cpu_s_per_step": usage["cpu_s"] / len(lines),
+            "load": os.getloadavg()[0]}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--problems", type=int, default=8)
+    ap.add_argument("--steps", type=int, default=4)
+    ap.add_argument("--g", type=int, default=8)
+    ap.add_argument("--questions-per-step", type=int, default=2)
+    ap.add_argument("--max-new-tokens", type=int, default=128)
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        model_dir = setup(work, args.problems)
+        rows = [run(work, model_dir, mode, args) for mode in ("step", "outcome")]
+    print(f"RL, tiny Qwen2 (64 wide, 2 layers), G={args.g}, {args.questions_per_step} questions/step, "
+          f"<= {args.max_new_tokens} new tokens, {args.steps} steps (first one reported apart), CPU")
+    head = (f"{'mode':8} {'s/step':>7} {'first':>7} {'generate':>9} {'rewards':>8} {'update':>7} {'cpu s/step':>10} "
+            f"{'tokens':>7} {'peak RSS':>9} {'load':>5}")
+    print(head)
+    for r in rows:
+        print(f"{r['mode']:8} {r['s_per_step']:7.2f} {r['first_step_s']:7.2f} {r['generate_s']:9.2f} "
+              f"{r['reward_s']:8.3f} {r['update_s']:7.2f} {r['cpu_s_per_step']:10.2f} {r['completion_tokens']:7.1f} "
+              f"{r['peak_rss_mb']:7.0f}MB {r['load']:5.1f}")
+    print("cpu s/step: the run's user+sys CPU time (loading included) per step; load: 1-min load average after the run")
+    print(f"step/outcome time ratio: {rows[0]['s_per_step'] / rows[1]['s_per_step']:.2f}")
+
+
+if __name__ == "__main__":
+    main()
