@@ -95,7 +95,7 @@ def test_sweep_writes_table_and_plots(tmp_path: Path, tiny_model_dir, backend: C
         assert (out / name).stat().st_size > 0, name
     assert (out / "accuracy_vs_tokens.png").read_bytes()[:4] == b"\x89PNG"
     md = (out / "report.md").read_text()
-    assert "| 0:1 |" in md and "| 2:inf |" in md and "![accuracy_vs_tokens](accuracy_vs_tokens.png)" in md
+    assert "| 0:1 |" in md and "| 2:inf | 2 | none |" in md and "![accuracy_vs_tokens](accuracy_vs_tokens.png)" in md
     assert json.loads((out / "report.json").read_text())["cells"][1]["cell"] == "1:2"
 
 

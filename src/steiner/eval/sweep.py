@@ -94,7 +94,8 @@ def sweep_markdown(report: dict[str, Any]) -> str:
              f"- questions: {report['num_questions']}, samples per question and cell: {n}",
              "- settings: " + ", ".join(f"{k}={v}" for k, v in report["settings"].items()), "",
              "## Accuracy by (min_steps, max_steps)", "",
-             markdown_table(report["cells"], cols, headers={"mean_reasoning_tokens": "reasoning tokens",
+             markdown_table([{**c, "max_steps": "none" if c["max_steps"] is None else c["max_steps"]}
+                             for c in report["cells"]], cols, headers={"mean_reasoning_tokens": "reasoning tokens",
                                                             "mean_steps": "steps", "mean_backtracks": "backtracks"}),
              "## Plots", ""]
     lines += [f"![{Path(p).stem}]({p})" for p in report["plots"]]
