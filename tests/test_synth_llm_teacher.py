@@ -330,3 +330,32 @@ def test_local_teacher_batches_and_names_parse_failures(tiny_model_dir, tmp_path
     assert all(isinstance(e, TeacherReplyError) and e.code for e in out)
     assert t.batches == 1 and t.stats.requests == 3 and t.stats.failures == 3
     assert sum(t.stats.reply_errors.values()) == 3 and not list(tmp_path.glob("*/*.json"))
+
+
+def test_truncation_pipeline_with_the_openai_teacher(servers, tmp_path):
+    """Method one end to end over HTTP: steps.jsonl records with a real backtrack; a rerun is free."""
+    from steiner.synth.truncate import synthesize_truncations
+
+    srv = servers()
+    qs = [Question(id=f"q{i}", question=f"Reach {20 + i} with 1 2 3 4.", answer="x") for i in range(2)]
+
+    def synth(out):
+        t = fast_teacher([srv.url], cache_dir=tmp_path / "cache")
+        stats = synthesize_truncations(qs, t, out, cuts=1, attempts=1, progress=False, close_teacher=True)
+        return t, stats, [json.loads(line) for line in out.read_text().splitlines()]
+
+    t, stats, recs = synth(tmp_path / "a" / "steps.jsonl")
+    assert stats.failed == 0 and srv.count == 2 * 3 == t.stats.requests  # reference + forward + reveal
+    kinds = sorted(r["kind"] for r in recs)
+    assert kinds == ["reference", "reference", "truncation", "truncation"]
+    trunc = [r for r in recs if r["kind"] == "truncation"][0]
+    back = [s for s in trunc["steps"] if s["decision"] == "backtrack"]
+    assert len(back) == 1 and back[0]["returns_to"] == 1 and trunc["steps"][-1]["decision"] == "end"
+    assert trunc["teacher"] == "openai:scripted-model"
+    t2, _, recs2 = synth(tmp_path / "b" / "steps.jsonl")
+    assert srv.count == 6 and t2.stats.cache_hits == 6
+
+    def order(rs):  # records are written as calls finish
+        return sorted(rs, key=lambda r: (r["question_id"], r["kind"]))
+
+    assert order(recs2) == order(recs)

