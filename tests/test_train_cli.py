@@ -35,6 +35,19 @@ def test_unknown_key_and_bad_value_are_errors_naming_them(tmp_path, tiny_model_d
         cli(["train", "sft", "--config", cfg, "--no-such-flag", "1"])
 
 
+def test_example_configs_parse():
+    from steiner.config import load_config
+    from steiner.train.cpt import CPTConfig
+    from steiner.train.sft import SteinerSFTConfig
+
+    root = Path(__file__).parent.parent / "configs"
+    assert load_config(CPTConfig, root / "cpt.yaml").reasoning_ratio == 0.5
+    for name in ("sft.yaml", "sft_lora_7b.yaml"):
+        assert load_config(SteinerSFTConfig, root / name).packing
+    for f in (root / "accelerate").glob("*.yaml"):
+        assert yaml.safe_load(f.read_text())["num_processes"] >= 2
+
+
 def test_cli_runs_cpt_with_flag_overrides(tmp_path, tiny_model_dir):
     paths = str(write_paths(tmp_path / "p.jsonl", n=8))
     out = tmp_path / "out"

@@ -63,7 +63,8 @@ def test_cpt_trains_reasoning_embeddings(tmp_path, tiny_model_dir):
     text.write_text("\n\n".join(CORPUS[:10]))
     cfg = CPTConfig(model=str(tiny_model_dir), output_dir=str(tmp_path / "out"), paths_files=[str(paths)],
                     text_files=[str(text)], reasoning_ratio=0.5, max_length=64, per_device_batch_size=4,
-                    max_steps=3, save_steps=100, logging_steps=1, learning_rate=1e-2)
+                    max_steps=3, save_steps=100, logging_steps=1, learning_rate=1e-2,
+                    report_to="tensorboard")
     out = main(cfg)
     ids = ReasoningTokenIds.from_tokenizer(load_tokenizer(tiny_model_dir)).all()
     before = load_model(tiny_model_dir).get_input_embeddings().weight[ids]
@@ -75,3 +76,4 @@ def test_cpt_trains_reasoning_embeddings(tmp_path, tiny_model_dir):
     summary = json.loads((out / "steiner_train.json").read_text())
     assert summary["global_step"] == 3 and summary["stage"] == "cpt"
     assert summary["data"]["reasoning_tokens"] > 0 and summary["data"]["text_tokens"] > 0
+    assert list((out / "runs").rglob("events.out.tfevents.*")), "no TensorBoard events written"

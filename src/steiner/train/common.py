@@ -230,17 +230,34 @@ def finish(trainer: Any, tokenizer: PreTrainedTokenizerBase, cfg: TrainConfig, s
             "env_world_size": int(os.environ.get("WORLD_SIZE", "1")),
             "global_step": trainer.state.global_step, "checksum": weights_checksum(model),
         }))
+    model.config.use_cache = True  # the Trainer turned it off for training; generation wants it
     trainer.accelerator.wait_for_everyone()
+    merge = cfg.lora and cfg.merge_lora
+    # Trainer.save_model gathers sharded weights (ZeRO-3, FSDP); every rank must call it
+    trainer.save_model(str(out / "adapter" if merge else out))
     if not trainer.is_world_process_zero():
         return out
-    if cfg.lora and cfg.merge_lora:
-        model = model.merge_and_unload()
-    model.config.use_cache = True  # the Trainer turned it off for training; generation wants it
-    model.save_pretrained(out)
+    if merge:
+        merge_adapter(cfg, out / "adapter", out)
     tokenizer.save_pretrained(out)
     summary = {"stage": stage, **summary, "config": to_dict(cfg)}
     (out / SUMMARY_FILE).write_text(json.dumps(summary, indent=2, default=str))
     return out
+
+
+def merge_adapter(cfg: TrainConfig, adapter: Path, out: Path) -> None:
+    """Load the base model as training did, apply the saved LoRA adapter, merge and save to ``out``.
+
+    Reloading instead of merging in place works the same whether or not the trained weights were sharded.
+    """
+    import dataclasses
+
+    from peft import PeftModel
+
+    base, _ = load_model_and_tokenizer(dataclasses.replace(cfg, lora=False, gradient_checkpointing=False))
+    merged = PeftModel.from_pretrained(base, str(adapter)).merge_and_unload()
+    merged.config.use_cache = True
+    merged.save_pretrained(out)
 
 
 # ---- paths.jsonl ---------------------------------------------------------------------------------
