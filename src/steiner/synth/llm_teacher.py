@@ -431,6 +431,9 @@ class LocalTeacher(_ChatTeacher):
         await asyncio.sleep(0.01)  # let the calls gathered with this one queue up
         while self._pending:
             batch, self._pending = self._pending[: self.batch_size], self._pending[self.batch_size:]
+            batch = [b for b in batch if not b[2].done()]  # callers cancelled meanwhile need nothing
+            if not batch:
+                continue
             try:
                 texts = await asyncio.to_thread(self.chat, [m for m, _, _ in batch], min(s for _, s, _ in batch))
             except Exception as e:  # a broken model fails every call in the batch, loudly
