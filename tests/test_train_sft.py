@@ -113,18 +113,28 @@ def test_sft_lora_merges_on_save(tmp_path, tiny_model_dir):
 
 
 def test_sft_resumes_from_the_latest_checkpoint(tmp_path, tiny_model_dir):
+    """Stop at step 2, rerun asking for 4: it continues from checkpoint-2 and ends where an
+    uninterrupted 4-step run ends (same weights: optimizer state and data position restored)."""
+    import torch
+
+    from steiner.tokenizer import load_model
     from steiner.train.sft import main
 
-    out = main(_cfg(tmp_path, tiny_model_dir, max_steps=2, save_steps=2))
+    kw = dict(save_steps=2, lr_scheduler="constant", per_device_batch_size=1)
+    out = main(_cfg(tmp_path, tiny_model_dir, max_steps=2, **kw))
     assert (out / "checkpoint-2").is_dir()
-    # a second run asking for 4 steps continues the first one instead of starting over
-    out = main(_cfg(tmp_path, tiny_model_dir, max_steps=4, save_steps=2))
+    out = main(_cfg(tmp_path, tiny_model_dir, max_steps=4, **kw))
     summary = json.loads((out / "steiner_train.json").read_text())
-    assert summary["resumed_from"].endswith("checkpoint-2")
+    assert summary["resumed_from"].endswith("checkpoint-2") and summary["global_step"] == 4
     state = json.loads((out / "checkpoint-4" / "trainer_state.json").read_text())
     assert state["global_step"] == 4
-    steps_logged = [e["step"] for e in state["log_history"] if "loss" in e]
-    assert steps_logged == [1, 2, 3, 4]
+    assert [e["step"] for e in state["log_history"] if "loss" in e] == [1, 2, 3, 4]
+
+    (tmp_path / "b").mkdir()
+    straight = main(_cfg(tmp_path / "b", tiny_model_dir, max_steps=4, output_dir=str(tmp_path / "straight"), **kw))
+    resumed, whole = load_model(out).state_dict(), load_model(straight).state_dict()
+    for name, value in whole.items():
+        assert torch.allclose(resumed[name], value, atol=1e-6), name
 
 
 def test_packed_batches_keep_attention_inside_each_conversation(tmp_path, tiny_model_dir):
