@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from steiner.config import check_range, opt, to_dict
+from steiner.demo_stages import multiturn, serve_and_probe
 from steiner.modeling import TinyModelConfig
 from steiner.pipeline import Pipeline, hardware, versions
 
@@ -42,6 +43,10 @@ class DemoConfig:
     sft_epochs: float = opt(3.0, "passes over the SFT paths")
     rl_steps: int = opt(30, "RL updates")
     rl_group: int = opt(8, "completions per question in RL (G)")
+    rl_questions: int = opt(4, "questions per RL update")
+    rl_learning_rate: float = opt(2e-5, "RL learning rate")
+    rl_max_steps: int = opt(8, "most reasoning steps a completion may take during RL")
+    bounded_max_steps: int = opt(6, "max_steps of the step-bounds processor in the study's bounded runs")
     eval_n: int = opt(8, "samples per held-out question (pass@1 is their mean, maj@n votes)")
     max_new_tokens: int = opt(640, "most tokens per completion at evaluation")
     sweep_max_steps: list[int] = opt([1, 2, 3, 4, 6], "max_steps values of the step sweep")
@@ -125,7 +130,7 @@ def run(cfg: DemoConfig) -> dict[str, Any]:
         return {"vocab": len(tok), "params": sum(p.numel() for p in model.parameters()), "model": to_dict(mcfg)}
 
     pipe.run("base", {k: getattr(cfg, k) for k in ("seed", "vocab_size", "hidden_size", "num_layers", "cpt_docs")}
-             | {"data": pipe.records[0].result.get("paths")}, base_model)
+             | {"data": pipe.result("synth").get("paths")}, base_model)
 
     def cpt(d: Path) -> dict[str, Any]:
         from steiner.train.cpt import CPTConfig
@@ -140,12 +145,12 @@ def run(cfg: DemoConfig) -> dict[str, Any]:
 
     pipe.run("cpt", {"epochs": cfg.cpt_epochs, "seed": cfg.seed}, cpt)
 
-    def sft(d: Path, paths_file: str, start: Path, epochs: float) -> dict[str, Any]:
+    def sft(d: Path, paths_file: str, start: Path, epochs: float, max_steps: int = -1) -> dict[str, Any]:
         from steiner.train.sft import SteinerSFTConfig
         from steiner.train.sft import main as sft_main
 
         c = SteinerSFTConfig(model=str(start), output_dir=str(d), seed=cfg.seed, paths_files=[paths_file],
-                             num_epochs=epochs, max_length=1024, per_device_batch_size=8, learning_rate=1e-3,
+                             num_epochs=epochs, max_steps=max_steps, max_length=1024, per_device_batch_size=8, learning_rate=1e-3,
                              warmup_ratio=0.05, save_steps=10_000, logging_steps=20)
         return _summary(sft_main(c))
 
@@ -153,16 +158,66 @@ def run(cfg: DemoConfig) -> dict[str, Any]:
     pipe.run("sft", {"epochs": cfg.sft_epochs, "seed": cfg.seed, "data": "paths_dag"},
              lambda d: sft(d, str(data / "paths_dag.jsonl"), cpt_model, cfg.sft_epochs))
 
-    def evaluate(d: Path, model_dir: Path, max_steps: int | None = None) -> dict[str, Any]:
+    def evaluate(d: Path, model_dir: Path, *, min_steps: int = 0, max_steps: int | None = None,
+                 format_strict: bool = True) -> dict[str, Any]:
         from steiner.eval.runner import EvalConfig
         from steiner.eval.runner import main as eval_main
 
         rep = eval_main(EvalConfig(task="countdown", data=str(data / "test_problems.jsonl"), model=str(model_dir),
                                    n=cfg.eval_n, temperature=0.7, max_new_tokens=cfg.max_new_tokens,
-                                   format_strict=True, max_steps=max_steps, seed=cfg.seed, out=str(d), batch_size=32))
-        return rep["metrics"]
+                                   format_strict=format_strict, min_steps=min_steps, max_steps=max_steps,
+                                   seed=cfg.seed, out=str(d), batch_size=32))
+        return {k: v for k, v in rep["metrics"].items() if not isinstance(v, list | dict)}
 
-    pipe.run("eval_sft", {"n": cfg.eval_n, "seed": cfg.seed}, lambda d: evaluate(d, root / "sft"))
+    sft_b = root / "sft"
+    pipe.run("eval_sft", _eval_key(cfg), lambda d: evaluate(d, sft_b))
+
+    def rl(d: Path, mode: str, start: Path) -> dict[str, Any]:
+        from steiner.train.rl import RLConfig
+        from steiner.train.rl import main as rl_main
+
+        c = RLConfig(model=str(start), output_dir=str(d), seed=cfg.seed, mode=mode,
+                     questions=str(data / "problems.jsonl"), dags=str(data / "dags.jsonl"),
+                     num_generations=cfg.rl_group, questions_per_step=cfg.rl_questions, max_steps=cfg.rl_steps,
+                     max_new_tokens=cfg.max_new_tokens, temperature=1.0, learning_rate=cfg.rl_learning_rate,
+                     per_device_batch_size=16, save_steps=10_000, logging_steps=1, kl_coef=0.02,
+                     max_reasoning_steps=cfg.rl_max_steps)
+        return _summary(rl_main(c))
+
+    rl_c = root / "rl_step"
+    pipe.run("rl_step", {"steps": cfg.rl_steps, "G": cfg.rl_group, "seed": cfg.seed, "q": cfg.rl_questions},
+             lambda d: rl(d, "step", sft_b))
+    pipe.run("eval_rl_step", _eval_key(cfg), lambda d: evaluate(d, rl_c))
+
+    def sweep(d: Path) -> dict[str, Any]:
+        from steiner.eval.sweep import SweepConfig
+        from steiner.eval.sweep import main as sweep_main
+
+        rep = sweep_main(SweepConfig(task="countdown", data=str(data / "test_problems.jsonl"), model=str(rl_c),
+                                     n=cfg.eval_n, temperature=0.7, max_new_tokens=cfg.max_new_tokens,
+                                     format_strict=True, seed=cfg.seed, out=str(d), batch_size=32,
+                                     grid=",".join(f"0:{m}" for m in cfg.sweep_max_steps) + ",0:none"))
+        return {"cells": rep["cells"], "plots": rep.get("plots", [])}
+
+    pipe.run("sweep", _eval_key(cfg) | {"grid": cfg.sweep_max_steps}, sweep)
+    pipe.run("multiturn", _eval_key(cfg), lambda d: multiturn(d, rl_c, data, cfg))
+    pipe.run("probe", {"requests": cfg.probe_requests, "seed": cfg.seed}, lambda d: serve_and_probe(d, rl_c, cfg))
+
+    if cfg.study:
+        steps_b = pipe.result("sft").get("global_step")
+        pipe.run("sft_optimal", {"steps": steps_b, "seed": cfg.seed, "data": "paths_optimal"},
+                 lambda d: sft(d, str(data / "paths_optimal.jsonl"), cpt_model, cfg.sft_epochs, max_steps=steps_b))
+        pipe.run("rl_outcome", {"steps": cfg.rl_steps, "G": cfg.rl_group, "seed": cfg.seed, "q": cfg.rl_questions},
+                 lambda d: rl(d, "outcome", sft_b))
+        models = {"a_sft_optimal": root / "sft_optimal", "b_sft_dag": sft_b, "c_rl_step": rl_c,
+                  "d_rl_outcome": root / "rl_outcome"}
+        for label, model_dir in models.items():
+            for bounded in (False, True):
+                name = f"study_{label}_{'bounded' if bounded else 'free'}"
+                pipe.run(name, _eval_key(cfg) | {"bounded": bounded},
+                         lambda d, m=model_dir, b=bounded: evaluate(
+                             d, m, min_steps=1 if b else 0, max_steps=cfg.bounded_max_steps if b else None,
+                             format_strict=False))
 
     summary = {
         "config": to_dict(cfg), "hardware": hardware(), "versions": versions(),
@@ -171,7 +226,15 @@ def run(cfg: DemoConfig) -> dict[str, Any]:
         "wall_seconds": round(time.perf_counter() - t_start, 1),
     }
     (root / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+    from steiner.demo_report import print_summary, write_report
+
+    write_report(root, summary)
+    print_summary(summary)
     return summary
+
+
+def _eval_key(cfg: DemoConfig) -> dict[str, Any]:
+    return {"n": cfg.eval_n, "seed": cfg.seed, "max_new_tokens": cfg.max_new_tokens}
 
 
 def _summary(out: Path) -> dict[str, Any]:

@@ -75,6 +75,13 @@ class Pipeline:
     on_start: Callable[[str], None] | None = None
     records: list[StageRecord] = field(default_factory=list)
 
+    def result(self, name: str) -> dict[str, Any]:
+        """The result of a stage run (or skipped) earlier in this pipeline."""
+        for rec in self.records:
+            if rec.name == name:
+                return rec.result
+        raise KeyError(f"stage {name!r} has not run")
+
     def run(self, name: str, config: dict[str, Any], fn: Callable[[Path], dict[str, Any] | None]) -> dict[str, Any]:
         """Run ``fn(stage_dir)`` unless a complete run with the same config is already on disk."""
         stage_dir = self.root / name
