@@ -224,6 +224,8 @@ def main(cfg: RLConfig) -> Path:
     set_seed(cfg.seed)
     model, tok = load_model_and_tokenizer(cfg)
     tids = ReasoningTokenIds.from_tokenizer(tok)
+    if cfg.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     ref = None
     if cfg.kl_coef > 0 and not cfg.lora:
         ref = copy.deepcopy(model).eval().requires_grad_(False).to(acc.device)
@@ -250,6 +252,13 @@ def main(cfg: RLConfig) -> Path:
     if acc.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
     progress, task = _progress(acc.is_main_process, total, start)
+    writer = None
+    if cfg.report_to == "tensorboard" and acc.is_main_process:
+        from torch.utils.tensorboard import SummaryWriter
+
+        writer = SummaryWriter(str(out / "runs"))
+    elif cfg.report_to == "wandb":
+        acc.print("report_to: wandb is not wired into RL; metrics go to metrics.jsonl (and tensorboard)")
     model.train()
     last: dict[str, Any] = {}
     sampled: set[str] = set()
@@ -299,12 +308,18 @@ def main(cfg: RLConfig) -> Path:
         if acc.is_main_process:
             with (out / METRICS_FILE).open("a") as fh:
                 fh.write(json.dumps(last) + "\n")
+            if writer is not None:
+                for k, v in last.items():
+                    if k != "step":
+                        writer.add_scalar(f"rl/{k}", v, step + 1)
             if progress is not None:
                 progress.update(task, advance=1, reward=last["reward"], kl=last["kl"], acc=last["accuracy"])
         if (step + 1) % cfg.save_steps == 0 and step + 1 < total:
             _save_checkpoint(acc, out, step + 1, cfg.save_total_limit)
     if progress is not None:
         progress.stop()
+    if writer is not None:
+        writer.close()
     return _finish(cfg, acc, model, tok, {"global_step": total, "resumed_from": str(ckpt) if ckpt else None,
                                           "world_size": world, "last_metrics": last}, sorted(sampled))
 
