@@ -74,7 +74,8 @@ LAUNCHERS = {
 }
 
 
-@pytest.mark.parametrize("launcher", sorted(LAUNCHERS))
+# the accelerate variant is the same code path under another launcher: slow, to keep the quick suite quick
+@pytest.mark.parametrize("launcher", ["torchrun", pytest.param("accelerate", marks=pytest.mark.slow)])
 def test_two_processes_train_in_sync(tmp_path, tiny_model_dir, launcher):
     """2 CPU processes (gloo) under torchrun or accelerate: both see world size 2, end with equal weights."""
     paths = str(write_paths(tmp_path / "p.jsonl", n=16))
