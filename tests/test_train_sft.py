@@ -101,7 +101,8 @@ def test_sft_lora_merges_on_save(tmp_path, tiny_model_dir):
     from steiner.tokenizer import ReasoningTokenIds, load_model, load_tokenizer
     from steiner.train.sft import main
 
-    out = main(_cfg(tmp_path, tiny_model_dir, lora=True, lora_r=4, lora_alpha=8, max_steps=2, save_steps=100))
+    out = main(_cfg(tmp_path, tiny_model_dir, lora=True, lora_r=4, lora_alpha=8, max_steps=2, save_steps=100,
+                    gradient_checkpointing=True))
     assert not (out / "adapter_config.json").exists()
     merged = load_model(out)
     base = load_model(tiny_model_dir)

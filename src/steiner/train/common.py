@@ -168,8 +168,14 @@ def trainer_kwargs(cfg: TrainConfig) -> dict[str, Any]:
         ddp_find_unused_parameters=False,
         remove_unused_columns=False,
     )
-    # always explicit: TRL's configs default gradient checkpointing to on, which slows small models
-    kw["gradient_checkpointing"] = cfg.gradient_checkpointing
+    # transformers 5 renamed gradient_checkpointing (the old name still works, with a warning)
+    import dataclasses
+
+    from transformers import TrainingArguments
+
+    names = {f.name for f in dataclasses.fields(TrainingArguments)}
+    key = "activation_checkpointing" if "activation_checkpointing" in names else "gradient_checkpointing"
+    kw[key] = cfg.gradient_checkpointing
     return kw
 
 
