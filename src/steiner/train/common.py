@@ -107,7 +107,8 @@ def load_model_and_tokenizer(cfg: TrainConfig) -> tuple[PreTrainedModel, PreTrai
 
     path = require_model(cfg)
     tok = load_tokenizer(path)
-    dtype = torch.bfloat16 if cfg.resolved_bf16() else torch.float32
+    # full fine-tuning keeps fp32 master weights (bf16 runs as autocast); a frozen LoRA base can be bf16
+    dtype = torch.bfloat16 if cfg.lora and cfg.resolved_bf16() else torch.float32
     model = load_model(path, dtype=dtype)
     try:
         ReasoningTokenIds.from_tokenizer(tok)
@@ -290,6 +291,8 @@ def read_paths(files: list[str] | str) -> list[tuple[dict[str, Any], ReasoningPa
                 for key in ("question", "steps", "final_answer"):
                     if key not in rec:
                         raise ValueError(f"{where}: record has no {key!r} field")
+                if rec["final_answer"] is None:
+                    raise ValueError(f"{where}: 'final_answer' is null; training paths must reach an answer")
                 if not isinstance(rec["steps"], list):
                     raise ValueError(f"{where}: 'steps' must be a list of step dicts")
                 try:
