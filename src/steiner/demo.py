@@ -238,9 +238,12 @@ def _eval_key(cfg: DemoConfig) -> dict[str, Any]:
 
 
 def _summary(out: Path) -> dict[str, Any]:
-    f = Path(out) / "train_summary.json"
+    from steiner.train.common import SUMMARY_FILE
+
+    f = Path(out) / SUMMARY_FILE
     res = json.loads(f.read_text()) if f.is_file() else {}
     res.pop("config", None)
+    res.pop("metrics", None)
     return {"model": str(out), **res}
 
 
