@@ -69,11 +69,12 @@ def test_rl_step_mode_end_to_end_and_resume(tiny_model_dir, rl_data, tmp_path):
         assert m["matched"] == 1.0 and m["mean_steps"] >= 1
     before, after = _params(tiny_model_dir), _params(out)
     assert any(not torch.equal(before[k], after[k]) for k in before)
-    assert (out / "checkpoint-1" / "trainer_state.json").exists()
-    # resume: a longer run continues from checkpoint-1 instead of starting over
+    assert (out / "checkpoint-1" / "trainer_state.json").exists() and (out / "checkpoint-2").exists()
+    # resume: a longer run continues from the last checkpoint (step 2) instead of starting over
     main(_cfg(tiny_model_dir, out, dags=str(dags), match="embedding", similarity_threshold=-1.0, max_steps=3))
     steps = [json.loads(x)["step"] for x in (out / "metrics.jsonl").read_text().splitlines()]
-    assert steps == [1, 2, 2, 3]
+    assert steps == [1, 2, 3]
+    assert json.loads((out / "steiner_train.json").read_text())["resumed_from"].endswith("checkpoint-2")
 
 
 def test_rl_outcome_mode_with_lora(tiny_model_dir, rl_data, tmp_path):

@@ -251,6 +251,7 @@ def main(cfg: RLConfig) -> Path:
     pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
     if acc.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
+        _truncate_metrics(out / METRICS_FILE, start)
     progress, task = _progress(acc.is_main_process, total, start)
     writer = None
     if cfg.report_to == "tensorboard" and acc.is_main_process:
@@ -314,7 +315,7 @@ def main(cfg: RLConfig) -> Path:
                         writer.add_scalar(f"rl/{k}", v, step + 1)
             if progress is not None:
                 progress.update(task, advance=1, reward=last["reward"], kl=last["kl"], acc=last["accuracy"])
-        if (step + 1) % cfg.save_steps == 0 and step + 1 < total:
+        if (step + 1) % cfg.save_steps == 0 or step + 1 == total:
             _save_checkpoint(acc, out, step + 1, cfg.save_total_limit)
     if progress is not None:
         progress.stop()
@@ -388,6 +389,13 @@ def _progress(main: bool, total: int, start: int):
     task = progress.add_task("rl", total=total, completed=start, reward=0.0, kl=0.0, acc=0.0)
     progress.start()
     return progress, task
+
+
+def _truncate_metrics(path: Path, start: int) -> None:
+    """Drop metric lines past the step a run resumes from (written before an interruption)."""
+    if path.exists():
+        keep = [x for x in path.read_text().splitlines() if x.strip() and json.loads(x)["step"] <= start]
+        path.write_text("".join(x + "\n" for x in keep))
 
 
 def _save_checkpoint(acc: Any, out: Path, step: int, limit: int | None) -> None:
