@@ -69,16 +69,19 @@ def walk(dag: StepDAG, rng: random.Random, *, explore_prob: float = 0.5, max_bac
     steps: list[Step] = []
     line: list[tuple[int, str]] = [(0, SOURCE)]  # (emitted index, node)
     backtracks = 0
+    tried: dict[str, set[str]] = {}  # branch node -> detours already taken from it (never repeat one)
     while True:
         node = line[-1][1]
         succ = [s for s in g.successors(node) if s != SINK]
         good = [s for s in succ if s in de]
-        dead = [s for s in succ if s not in de]
-        longer = [s for s in good if de[s] >= de[node]]  # siblings off the shortest route
+        done = tried.setdefault(node, set())
+        dead = [s for s in succ if s not in de and s not in done]
+        longer = [s for s in good if de[s] >= de[node] and s not in done]  # siblings off the shortest route
         can_end = node != SOURCE and g.has_edge(node, SINK)
         if backtracks < max_backtracks and (dead or longer) and rng.random() < explore_prob:
             branch = line[-1]
             u = rng.choice(dead) if dead else rng.choice(longer)
+            done.add(u)
             detour = [(u, node)]
             # dive deeper into a dead branch for a step or two, as a real attempt would
             while (u not in de and len(detour) < max_dive and rng.random() < dive_prob
