@@ -171,3 +171,22 @@ def test_packed_batches_keep_attention_inside_each_conversation(tmp_path, tiny_m
                 assert torch.allclose(logits[row, a:b], alone, atol=1e-4)
                 checked += 1
     assert checked > 2, "expected several conversations packed into the rows"
+
+
+def test_multi_turn_history_trains_only_the_last_turn(tiny_tokenizer):
+    from steiner.format import ReasoningPath, Step, path_to_dict, render
+    from steiner.train.common import path_messages
+    from steiner.train.sft import IGNORE_INDEX, tokenize_conversation
+
+    first = ReasoningPath([Step("a", "t1", "first summary", "r1", "end")], "4")
+    last = ReasoningPath([Step("b", "t2", "s2", "r2", "end")], "9")
+    rec = {"question": "q2", **path_to_dict(last),
+           "history": [{"question": "q1", **path_to_dict(first)}]}
+    msgs = path_messages(rec)
+    assert [m["role"] for m in msgs] == ["user", "assistant", "user", "assistant"]
+    ex = tokenize_conversation(tiny_tokenizer, msgs)
+    text = tiny_tokenizer.decode(ex["input_ids"])
+    assert "first summary" in text and "t1" not in text  # the earlier turn is collapsed
+    trained = tiny_tokenizer.decode([t for t, lab in zip(ex["input_ids"], ex["labels"], strict=True)
+                                     if lab != IGNORE_INDEX])
+    assert trained == render(last) + "<|im_end|>"

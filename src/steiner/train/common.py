@@ -308,9 +308,16 @@ def read_paths(files: list[str] | str) -> list[tuple[dict[str, Any], ReasoningPa
 
 
 def path_messages(record: dict[str, Any]) -> list[dict[str, Any]]:
-    """The chat conversation of one paths.jsonl record (user question, assistant steps + answer)."""
-    steps = [{k: v for k, v in s.items() if k != "meta"} for s in record["steps"]]
-    return [
-        {"role": "user", "content": record["question"]},
-        {"role": "assistant", "content": str(record["final_answer"]), "steps": steps},
-    ]
+    """The chat conversation of one paths.jsonl record (user question, assistant steps + answer).
+
+    An optional ``history`` (earlier turns, each ``{question, steps, final_answer}``) comes first; the
+    chat template collapses those turns' reasoning to step summaries, as in a real multi-turn chat.
+    """
+    messages: list[dict[str, Any]] = []
+    for turn in [*record.get("history", []), record]:
+        steps = [{k: v for k, v in s.items() if k != "meta"} for s in turn["steps"]]
+        messages += [
+            {"role": "user", "content": turn["question"]},
+            {"role": "assistant", "content": str(turn["final_answer"]), "steps": steps},
+        ]
+    return messages

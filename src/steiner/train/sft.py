@@ -73,7 +73,13 @@ def tokenize_conversation(
             "the chat template marks no assistant tokens; it needs {% generation %} markers "
             "(steiner.tokenizer.chat_template() has them)"
         )
-    return {"input_ids": ids, "labels": [t if m else IGNORE_INDEX for t, m in zip(ids, mask, strict=True)]}
+    # loss on the last assistant turn only: earlier turns are history, collapsed to summaries
+    last = len(mask) - 1 - mask[::-1].index(1)
+    first = last
+    while first > 0 and mask[first - 1]:
+        first -= 1
+    return {"input_ids": ids,
+            "labels": [t if first <= i <= last else IGNORE_INDEX for i, t in enumerate(ids)]}
 
 
 def build_dataset(cfg: SteinerSFTConfig, tokenizer: PreTrainedTokenizerBase) -> tuple[Any, dict[str, Any]]:
