@@ -247,13 +247,31 @@ def _summary(out: Path) -> dict[str, Any]:
     return {"model": str(out), **res}
 
 
-def split_paths(data: Path, seed: int) -> None:
-    """Write paths_dag.jsonl (DAG walks with backtracks) and paths_optimal.jsonl (shortest paths only)."""
-    by_source: dict[str, list[str]] = {}
+def split_paths(data: Path, seed: int, multiturn_fraction: float = 0.15) -> None:
+    """Write paths_dag.jsonl (DAG walks with backtracks) and paths_optimal.jsonl (shortest paths only).
+
+    A ``multiturn_fraction`` of the records in each file get an earlier turn (another question's optimal
+    path) as ``history``, so the model sees conversations whose earlier reasoning is collapsed to
+    summaries.
+    """
+    import random
+
+    by_source: dict[str, list[dict[str, Any]]] = {}
     for line in (data / "paths.jsonl").read_text().splitlines():
-        by_source.setdefault(json.loads(line)["source"], []).append(line)
-    (data / "paths_dag.jsonl").write_text("\n".join(by_source.get("dag", []) + by_source.get("reference", [])) + "\n")
-    (data / "paths_optimal.jsonl").write_text("\n".join(by_source.get("optimal", [])) + "\n")
+        rec = json.loads(line)
+        by_source.setdefault(rec["source"], []).append(rec)
+    optimal = by_source.get("optimal", [])
+    rng = random.Random(seed)
+    for name, recs in (("paths_dag.jsonl", by_source.get("dag", []) + by_source.get("reference", [])),
+                       ("paths_optimal.jsonl", optimal)):
+        lines = []
+        for rec in recs:
+            if optimal and rng.random() < multiturn_fraction:
+                prev = rng.choice(optimal)
+                if prev["question_id"] != rec["question_id"]:
+                    rec = {**rec, "history": [{k: prev[k] for k in ("question", "steps", "final_answer")}]}
+            lines.append(json.dumps(rec))
+        (data / name).write_text("\n".join(lines) + "\n")
 
 
 def main(cfg: DemoConfig) -> dict[str, Any]:
