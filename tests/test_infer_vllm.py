@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 from dataclasses import dataclass, field
 from enum import Enum, auto
 
@@ -11,8 +10,6 @@ import torch
 
 from steiner.infer.vllm_processors import StepBoundsBatchProcessor, step_bounds_for_vllm
 from steiner.tokenizer import ReasoningTokenIds
-
-HAS_VLLM = importlib.util.find_spec("vllm") is not None
 
 
 class MoveDirectionality(Enum):  # mirrors vllm.v1.sample.logits_processor.MoveDirectionality
@@ -106,20 +103,15 @@ def test_v1_validate_params():
         StepBoundsBatchProcessor.validate_params(Params({"max_steps": "many"}))
 
 
-@pytest.mark.slow
-@pytest.mark.skipif(not HAS_VLLM, reason="vLLM is not installed")
-def test_vllm_offline_engine_honours_max_steps(tiny_model_dir, ids):  # pragma: no cover - needs vLLM
-    from vllm import LLM, SamplingParams
+def test_parser_keeps_special_tokens_in_requests(tiny_tokenizer):
+    from steiner.infer.reasoning_parser import SteinerReasoningParser
 
-    from steiner.infer import vllm_processors
+    @dataclass
+    class Request:  # the field of vLLM's ChatCompletionRequest the parser sets
+        skip_special_tokens: bool = True
 
-    llm = LLM(str(tiny_model_dir), dtype="float32", enforce_eager=True,
-              logits_processors=[vllm_processors.SteinerStepBoundsLogitsProcessor])
-    params = SamplingParams(max_tokens=40, temperature=1.0, skip_special_tokens=False,
-                            extra_args={"max_steps": 1})
-    out = llm.generate(["<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n"], params)
-    token_ids = list(out[0].outputs[0].token_ids)
-    assert token_ids[0] == ids.reasoning_start
-    if ids.step_end in token_ids:
-        k = token_ids.index(ids.step_end)
-        assert k + 1 == len(token_ids) or token_ids[k + 1] == ids.reasoning_end
+    req = Request()
+    assert SteinerReasoningParser(tiny_tokenizer).adjust_request(req) is req and req.skip_special_tokens is False
+
+
+# Real vLLM runs (offline engine and OpenAI server): tests/test_infer_vllm_real.py

@@ -12,6 +12,8 @@ vLLM strips special tokens from its output text unless the request sets
 
 from __future__ import annotations
 
+import functools
+import importlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -20,6 +22,14 @@ from steiner.format import BACKTRACK, REASONING_END, REASONING_START, STEP_END, 
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
+
+
+# where vLLM has kept DeltaMessage, newest first (0.32: generate.base.protocol)
+_DELTA_MODULES = (
+    "vllm.entrypoints.generate.base.protocol",
+    "vllm.entrypoints.openai.engine.protocol",
+    "vllm.entrypoints.openai.protocol",
+)
 
 
 @dataclass
@@ -34,18 +44,24 @@ class Delta:
         return self.reasoning_content
 
 
+@functools.cache
+def _vllm_delta_class() -> Any:
+    """vLLM's DeltaMessage class, or None when vLLM is not installed."""
+    for module in _DELTA_MODULES:
+        try:
+            return importlib.import_module(module).DeltaMessage
+        except (ImportError, AttributeError):
+            continue
+    return None
+
+
 def make_delta(reasoning: str | None, content: str | None) -> Any:
     """vLLM's DeltaMessage when vLLM is installed (either field name), else a `Delta`."""
-    try:
-        try:
-            from vllm.entrypoints.openai.protocol import DeltaMessage
-        except ImportError:
-            from vllm.entrypoints.openai.engine.protocol import DeltaMessage
-    except ImportError:
+    cls = _vllm_delta_class()
+    if cls is None:
         return Delta(reasoning_content=reasoning, content=content)
-    fields = getattr(DeltaMessage, "model_fields", {})
-    key = "reasoning_content" if "reasoning_content" in fields else "reasoning"
-    return DeltaMessage(**{key: reasoning, "content": content})
+    key = "reasoning_content" if "reasoning_content" in getattr(cls, "model_fields", {}) else "reasoning"
+    return cls(**{key: reasoning, "content": content})
 
 
 def split_text(text: str) -> tuple[str, str]:
@@ -67,12 +83,19 @@ class SteinerReasoningParser:
 
     def __init__(self, tokenizer: PreTrainedTokenizerBase, *args: Any, **kwargs: Any) -> None:
         self.model_tokenizer = tokenizer
+        self._model_config = kwargs.get("model_config")  # what vLLM's base class keeps
         vocab = tokenizer.get_vocab()
         missing = [t for t in (REASONING_START, REASONING_END) if t not in vocab]
         if missing:
             raise ValueError(f"tokenizer lacks reasoning tokens {missing}; extend it with steiner.tokenizer first")
         self.start_token_id = vocab[REASONING_START]
         self.end_token_id = vocab[REASONING_END]
+
+    def adjust_request(self, request: Any) -> Any:
+        """Keep special tokens in the request's output text: the split needs the reasoning tokens."""
+        if hasattr(request, "skip_special_tokens"):
+            request.skip_special_tokens = False
+        return request
 
     def is_reasoning_end(self, input_ids: Sequence[int]) -> bool:
         """True once ``<|reasoning_end|>`` is among the ids."""

@@ -2,13 +2,13 @@
 
 Two interfaces:
 
-- v0 (``SamplingParams(logits_processors=[...])``): `step_bounds_for_vllm` returns a per-request
-  callable ``(completion_token_ids, logits) -> logits``.
+- v0 (``SamplingParams(logits_processors=[...])``, old vLLM only: 0.32 has no such field):
+  `step_bounds_for_vllm` returns a per-request callable ``(completion_token_ids, logits) -> logits``.
 - v1 (``LLM(logits_processors=[cls])`` / ``vllm serve --logits-processors``): the batch-level class
   ``SteinerStepBoundsLogitsProcessor`` (built from `StepBoundsBatchProcessor` and vLLM's
   ``LogitsProcessor`` on first access). A request opts in through
   ``SamplingParams(extra_args={"min_steps": 2, "max_steps": 6})`` (``vllm_xargs`` over HTTP);
-  requests without them are untouched.
+  requests without them are untouched. Checked inside vLLM 0.32 (CPU): tests/test_infer_vllm_real.py.
 
 The v1 processor keeps, per request, a running count of step ends over the request's own output
 list (which vLLM hands over by reference and only appends to), so each step costs O(new tokens).
