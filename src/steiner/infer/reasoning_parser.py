@@ -7,7 +7,8 @@ recovers the steps; ``content`` is the answer after it. A completion that does n
 concatenated deltas equal the whole-text split.
 
 vLLM strips special tokens from its output text unless the request sets
-``skip_special_tokens=False``; the parser needs them (see docs/infer.md).
+``skip_special_tokens=False``; the parser needs them, so its ``adjust_request`` sets it on every
+request it serves (see docs/vllm.md).
 """
 
 from __future__ import annotations
