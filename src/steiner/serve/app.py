@@ -114,16 +114,16 @@ class _Server:
                 "completion_tokens_details": {"reasoning_tokens": reasoning}}
 
 
-def _submit(server: _Server, ids: list[int], params: SamplingParams) -> tuple[EngineRequest, asyncio.Queue]:
+def _submit(server: _Server, ids: list[int], params: SamplingParams, stream: bool) -> tuple[EngineRequest, asyncio.Queue]:
     loop = asyncio.get_running_loop()
     events: asyncio.Queue = asyncio.Queue()
-    req = EngineRequest(ids, params, emit=lambda ev: loop.call_soon_threadsafe(events.put_nowait, ev))
+    req = EngineRequest(ids, params, emit=lambda ev: loop.call_soon_threadsafe(events.put_nowait, ev), stream=stream)
     server.engine.submit(req)
     return req, events
 
 
 async def _complete(server: _Server, req: ChatRequest, ids: list[int], params: SamplingParams) -> dict[str, Any]:
-    ereq, events = _submit(server, ids, params)
+    ereq, events = _submit(server, ids, params, stream=False)
     finished: dict[int, Finished] = {}
     try:
         while len(finished) < params.n:
@@ -151,12 +151,17 @@ async def _complete(server: _Server, req: ChatRequest, ids: list[int], params: S
 
 
 def _coalesce(events: list[Any]) -> list[Any]:
-    """Merge consecutive text deltas of the same choice, keeping the order of everything else."""
+    """Merge the text deltas of each choice into its first one (a choice's Finished always comes after
+    all its deltas, so the merged order stays valid)."""
     out: list[Any] = []
+    first: dict[int, int] = {}
     for ev in events:
-        if isinstance(ev, Delta) and out and isinstance(out[-1], Delta) and out[-1].index == ev.index:
-            out[-1] = Delta(ev.index, out[-1].text + ev.text)
+        if isinstance(ev, Delta) and ev.index in first:
+            k = first[ev.index]
+            out[k] = Delta(ev.index, out[k].text + ev.text)
         else:
+            if isinstance(ev, Delta):
+                first[ev.index] = len(out)
             out.append(ev)
     return out
 
@@ -164,7 +169,7 @@ def _coalesce(events: list[Any]) -> list[Any]:
 async def _stream(server: _Server, req: ChatRequest, ids: list[int], params: SamplingParams):
     """SSE chunks: a role chunk per choice, token-level reasoning/content deltas, a finish chunk per choice,
     then (with ``stream_options.include_usage``) a usage chunk, then ``[DONE]``."""
-    ereq, events = _submit(server, ids, params)
+    ereq, events = _submit(server, ids, params, stream=True)
     cid, created = request_id(), int(time.time())
 
     def chunk(choices: list[dict], usage: dict | None = None) -> str:

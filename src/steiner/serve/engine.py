@@ -79,6 +79,7 @@ class EngineRequest:
     prompt_ids: list[int]
     params: SamplingParams
     emit: Callable[[Event], None]
+    stream: bool = True  # False: no Delta events, the text comes whole with Finished
     cancelled: threading.Event = field(default_factory=threading.Event)
 
 
@@ -360,7 +361,10 @@ class Engine:
         for js in groups.values():
             proc = rows[js[0]].processor
             seqs = [rows[j].buf[rows[j].prompt_len - 1 : rows[j].length] for j in js]
-            ids = pad_sequence(seqs, batch_first=True, padding_value=0, padding_side="left")
+            if len(seqs) == 1:
+                ids = seqs[0].unsqueeze(0)
+            else:
+                ids = pad_sequence(seqs, batch_first=True, padding_value=0, padding_side="left")
             proc.start = CompletionStart([ids.shape[1] - len(q) + 1 for q in seqs])
             idx = torch.tensor(js, device=scores.device)
             scores = scores.index_copy(0, idx, proc(ids, scores.index_select(0, idx)))
@@ -387,20 +391,30 @@ class Engine:
         probs = torch.nan_to_num(probs, nan=0.0)
         free = [j for j, r in enumerate(rows) if not greedy[j] and r.generator is None]
         if free:
-            tokens[free] = torch.multinomial(probs[free], 1).squeeze(-1)
+            # exponential race: argmax(p / E) with E ~ Exp(1) samples from p, vectorised over rows
+            race = torch.empty_like(probs[free]).exponential_()
+            tokens[free] = (probs[free] / race).argmax(-1)
         for j, r in enumerate(rows):
             if not greedy[j] and r.generator is not None:
-                tokens[j] = torch.multinomial(probs[j], 1, generator=r.generator)[0]
+                race = torch.empty_like(probs[j]).exponential_(generator=r.generator)
+                tokens[j] = (probs[j] / race).argmax(-1)
         return tokens
 
     def _append(self, r: _Row, tok: int) -> str | None:
         """Add one token to a row, emit its new text; return a finish reason or None."""
         p = r.req.params
         if tok in self.eos_ids and not p.ignore_eos:
+            if not (r.req.stream or p.stop):
+                r.text = self._decode(r.gen)
             return self._flush(r, "stop")
         r.buf[r.length] = tok
         r.length += 1
         r.gen.append(tok)
+        if not (r.req.stream or p.stop):  # nobody reads the text before the end: decode it once
+            if len(r.gen) >= p.max_tokens or r.length >= self.max_len:
+                r.text = self._decode(r.gen)
+                return self._flush(r, "length")
+            return None
         if len(r.gen) == 1:
             r.prefix_offset = r.read_offset = r.prompt_len
         ids = r.buf[r.prefix_offset : r.length].tolist()
@@ -425,7 +439,7 @@ class Engine:
         return None
 
     def _flush(self, r: _Row, reason: str) -> str:
-        if len(r.text) > r.sent:
+        if r.req.stream and len(r.text) > r.sent:
             r.req.emit(Delta(r.index, r.text[r.sent :]))
             r.sent = len(r.text)
         return reason
