@@ -88,3 +88,15 @@ def test_fit_with_overhead_uses_decode_time():
     par = fit(list(x), list(0.05 + 0.004 * x**0.5), overhead=[0.05] * len(x), bootstrap=100)
     assert par.exponent == pytest.approx(0.5, abs=1e-6) and par.verdict.startswith("sub-linear")
     assert par.exponent_ci_method == "log-log bootstrap"
+
+
+def test_probe_cli_compares_two_models_in_one_plot(server, tmp_path):
+    from steiner.cli import main as cli
+
+    rc = cli(["probe", "--base-url", server.base_url, "--model", "tiny", "--model", "tiny", "--max-tokens", "4,8,12,16",
+              "--requests", "4", "--warmup", "0", "--bootstrap", "0", "--extra-body", "{ignore_eos: true}",
+              "--out", str(tmp_path)])
+    assert rc == 0
+    rows = list(csv.DictReader((tmp_path / "probe.csv").open()))
+    assert len(rows) == 8 and {r["completion_tokens"] for r in rows} == {"4", "8", "12", "16"}
+    assert cli(["probe", "--base-url", server.base_url, "--model", "tiny", "--max-tokens", "0"]) == 2

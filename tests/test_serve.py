@@ -235,3 +235,43 @@ def test_pretty_reasoning_is_readable_and_maps_back(tiny_model_dir):
         assert streamed == pretty
     finally:
         srv.close()
+
+
+def test_serve_command_runs_a_server(tiny_model_dir):
+    """`steiner serve` as a user runs it: a separate process, the API key enforced, then stopped."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    import httpx
+    from openai import OpenAI
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "steiner.cli", "serve", "--model", str(tiny_model_dir), "--port", str(port),
+         "--api-key", KEY, "--served-model-name", NAME, "--torch-threads", "1", "--log-level", "warning"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert proc.poll() is None, proc.stdout.read().decode()
+            assert time.monotonic() < deadline, "steiner serve did not come up"
+            time.sleep(0.2)
+        assert httpx.get(f"http://127.0.0.1:{port}/v1/models").status_code == 401
+        c = OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key=KEY, max_retries=0, timeout=60)
+        r = ask(c, max_tokens=8, ignore_eos=True)
+        assert r.usage.completion_tokens == 8
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()

@@ -58,7 +58,8 @@ class ProbeConfig:
         "streaming), ping (fastest one-token request, one per round), none (fit time = a + c*tokens^k); "
         "auto: ttft when streaming, else ping")
     stream: bool = opt(False, "stream, and record time to first token (stream_options.include_usage)")
-    extra_body: dict = opt({}, "extra request fields, e.g. {ignore_eos: true} or {min_steps: 2}")
+    extra_body: dict | str = opt({}, "extra request fields (a mapping; on the command line JSON or YAML), "
+                                 "e.g. {ignore_eos: true} or {min_steps: 2}")
     temperature: float | None = opt(None, "sampling temperature sent (None: the endpoint's default)")
     warmup: int = opt(1, "untimed requests before the timed ones")
     repeats: int = opt(1, "send each request this many times (in shuffled rounds) and keep the fastest: "
