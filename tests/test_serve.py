@@ -275,3 +275,26 @@ def test_serve_command_runs_a_server(tiny_model_dir):
             proc.wait(timeout=15)
         except subprocess.TimeoutExpired:
             proc.kill()
+
+
+def test_a_client_that_hangs_up_frees_its_rows(live, client):
+    import httpx
+
+    server = live.server.config.app.state.server
+    body = {"model": NAME, "messages": [{"role": "user", "content": "go"}], "max_tokens": 1900, "ignore_eos": True}
+    headers = {"Authorization": f"Bearer {KEY}"}
+    for stream in (False, True):
+        steps = server.engine.steps
+        if stream:  # read the first event, then hang up
+            with httpx.stream("POST", f"{live.base_url}/chat/completions", json={**body, "stream": True},
+                              headers=headers, timeout=10) as r:
+                assert next(r.iter_lines()).startswith("data:")
+        else:
+            with pytest.raises(httpx.TimeoutException):
+                httpx.post(f"{live.base_url}/chat/completions", json=body, headers=headers, timeout=0.3)
+        deadline = time.monotonic() + 20
+        while server.engine._rows and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not server.engine._rows
+        assert server.engine.steps - steps < 1900  # dropped before its 1900 tokens were decoded
+    assert ask(client, max_tokens=5).usage.completion_tokens > 0

@@ -122,12 +122,18 @@ def _submit(server: _Server, ids: list[int], params: SamplingParams, stream: boo
     return req, events
 
 
-async def _complete(server: _Server, req: ChatRequest, ids: list[int], params: SamplingParams) -> dict[str, Any]:
+async def _complete(server: _Server, req: ChatRequest, ids: list[int], params: SamplingParams,
+                    request: Request | None = None) -> dict[str, Any]:
     ereq, events = _submit(server, ids, params, stream=False)
     finished: dict[int, Finished] = {}
     try:
         while len(finished) < params.n:
-            ev = await events.get()
+            try:
+                ev = await asyncio.wait_for(events.get(), timeout=0.25)
+            except TimeoutError:  # a client that hung up frees its rows in the batch
+                if request is not None and await request.is_disconnected():
+                    raise APIError("the client disconnected", status=499, code="client_closed") from None
+                continue
             if isinstance(ev, Failed):
                 raise APIError(ev.message, status=500, type="server_error")
             if isinstance(ev, Finished):
@@ -283,7 +289,7 @@ def create_app(cfg: ServeConfig, model: Any = None, tokenizer: Any = None) -> Fa
         ids, params = server.prepare(req)
         if req.stream:
             return StreamingResponse(_stream(server, req, ids, params), media_type="text/event-stream")
-        return await _complete(server, req, ids, params)
+        return await _complete(server, req, ids, params, request)
 
     return app
 
