@@ -182,11 +182,11 @@ def test_bad_requests_name_the_field_and_the_server_keeps_serving(live, client):
 
 def test_concurrent_requests_share_batches(live, client):
     server = live.server.config.app.state.server
-    before = server.engine.max_rows_seen
+    server.engine.max_rows_seen = 0
     with ThreadPoolExecutor(8) as pool:
         results = list(pool.map(lambda i: ask(client, seed=i, max_tokens=60, ignore_eos=True), range(8)))
     assert all(r.usage.completion_tokens == 60 for r in results)
-    assert server.engine.max_rows_seen >= 4 > before or server.engine.max_rows_seen >= 4
+    assert server.engine.max_rows_seen >= 4  # several clients decoded in one batch
 
 
 def test_multi_turn_collapses_earlier_reasoning(live, client, tiny_tokenizer):
