@@ -21,6 +21,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from steiner.format import REASONING_END, parse, step_to_dict
+from steiner.infer.reasoning_parser import split_text
 from steiner.serve.config import ServeConfig
 from steiner.serve.engine import Delta, Engine, EngineRequest, Failed, Finished, SamplingParams, request_id
 from steiner.serve.protocol import APIError, ChatRequest, StepsMemory, parse_request
@@ -207,16 +208,17 @@ async def _stream(server: _Server, req: ChatRequest, ids: list[int], params: Sam
                 return
             if isinstance(ev, Delta):
                 prev, texts[ev.index] = texts[ev.index], texts[ev.index] + ev.text
-                d = server.parser.extract_reasoning_content_streaming(prev, texts[ev.index], ev.text, [], [], [])
+                # the parser's split is prefix-monotone, so the new parts are the growth of each side
+                (r0, c0), (r1, c1) = split_text(prev), split_text(texts[ev.index])
                 delta: dict[str, Any] = {}
-                if d is not None and d.reasoning_content and not pretty:
-                    delta["reasoning_content"] = delta["reasoning"] = d.reasoning_content
+                if r1[len(r0):] and not pretty:
+                    delta["reasoning_content"] = delta["reasoning"] = r1[len(r0):]
                 if pretty and ev.index not in pretty_sent and REASONING_END in texts[ev.index]:
                     pretty_sent.add(ev.index)
                     raw, _ = server.parser.extract_reasoning_content(texts[ev.index])
                     delta["reasoning_content"] = delta["reasoning"] = server.reasoning_text(raw or "")
-                if d is not None and d.content:
-                    delta["content"] = d.content
+                if c1[len(c0):]:
+                    delta["content"] = c1[len(c0):]
                 if delta:
                     yield chunk([{"index": ev.index, "delta": delta, "logprobs": None, "finish_reason": None}])
             elif isinstance(ev, Finished):
