@@ -134,6 +134,9 @@ def test_chat_template_agrees_with_render_and_collapses_earlier_turns(tiny_token
     assert render(p1) in single  # a lone (last) assistant turn keeps everything
     prompt = tiny_tokenizer.apply_chat_template(msgs[:2], tokenize=False, add_generation_prompt=True)
     assert prompt.endswith("<|im_start|>user\nq1<|im_end|>\n<|im_start|>assistant\n")
+    # asking a follow-up: every earlier assistant turn is collapsed, the last one included
+    follow = tiny_tokenizer.apply_chat_template(msgs[:4], tokenize=False, add_generation_prompt=True)
+    assert render(p1, summaries_only=True) in follow and "t1" not in follow
 
 
 def test_chat_template_generation_mask_covers_assistant_only(tiny_tokenizer):

@@ -28,24 +28,10 @@ from steiner.serve.protocol import APIError, ChatRequest, StepsMemory, parse_req
 
 log = logging.getLogger(__name__)
 
-_GEN_PROMPT = "<|im_start|>assistant\n"
-_EMPTY_TURN = "<|im_end|>\n"
-
-
 def render_prompt(tokenizer: Any, messages: list[dict]) -> list[int]:
-    """Prompt ids for the next assistant turn, every earlier assistant turn collapsed to its summaries.
-
-    Our template renders the LAST assistant message in full (it is the training target), so an empty
-    assistant turn is appended and then cut back to the generation prompt: all real turns are earlier.
-    """
-    text = None
-    if any(m["role"] == "assistant" for m in messages):
-        padded = [*messages, {"role": "assistant", "content": "", "steps": None}]
-        full = tokenizer.apply_chat_template(padded, tokenize=False, add_generation_prompt=False)
-        if full.endswith(_GEN_PROMPT + _EMPTY_TURN):
-            text = full[: -len(_EMPTY_TURN)]
-    if text is None:
-        text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    """Prompt ids for the next assistant turn; the chat template collapses every earlier assistant turn
+    to its step summaries."""
+    text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
     return tokenizer(text, add_special_tokens=False)["input_ids"]
 
 
