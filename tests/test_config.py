@@ -87,3 +87,18 @@ def test_pipeline_failed_stage_is_rerun(tmp_path):
     with pytest.raises(RuntimeError):
         Pipeline(tmp_path).run("a", {}, boom)
     assert Pipeline(tmp_path).run("a", {}, lambda d: {"ok": True}) == {"ok": True}
+
+
+def test_pipeline_reruns_stages_downstream_of_a_change(tmp_path):
+    calls = []
+
+    def stage(d):
+        calls.append(d.name)
+
+    p = Pipeline(tmp_path)
+    p.run("a", {"k": 1}, stage)
+    p.run("b", {}, stage)
+    p = Pipeline(tmp_path)
+    p.run("a", {"k": 2}, stage)
+    p.run("b", {}, stage)  # same config, but upstream changed
+    assert calls == ["a", "b", "a", "b"]

@@ -26,29 +26,30 @@ class DemoConfig:
     """Sizes of every stage; `preset` picks quick or full defaults, and any field set overrides it."""
 
     out: str = opt("steiner-demo", "output folder (a rerun resumes finished stages)")
-    quick: bool = opt(False, "the 10-minute version: fewer problems, a smaller model, shorter training")
+    quick: bool = opt(False, "the 10-minute version: fewer problems, shorter training, no study")
     seed: int = opt(0, "seed of every stage")
-    problems: int = opt(2000, "training problems to synthesise")
-    test_problems: int = opt(100, "held-out problems (targets never seen in training)")
-    num_numbers: list[int] = opt([3, 4], "numbers per problem: min,max")
-    target_range: list[int] = opt([10, 60], "range of targets: lo,hi")
-    number_range: list[int] = opt([1, 20], "range of the given numbers: lo,hi")
-    cuts: int = opt(3, "random-truncation cut points per question")
-    paths_per_dag: int = opt(6, "backtracking paths sampled per DAG")
-    vocab_size: int = opt(768, "size of the demo's own BPE vocabulary (before the reasoning tokens)")
+    problems: int = opt(1500, "training problems to synthesise")
+    test_problems: int = opt(80, "held-out problems (targets never seen in training)")
+    num_numbers: list[int] = opt([3, 3], "numbers per problem: min,max")
+    target_range: list[int] = opt([10, 50], "range of targets: lo,hi")
+    number_range: list[int] = opt([1, 12], "range of the given numbers: lo,hi")
+    cuts: int = opt(2, "random-truncation cut points per question")
+    paths_per_dag: int = opt(4, "backtracking paths sampled per DAG")
+    vocab_size: int = opt(512, "size of the demo's own BPE vocabulary (before the reasoning tokens)")
     hidden_size: int = opt(128, "model width")
     num_layers: int = opt(4, "model depth")
-    cpt_docs: int = opt(4000, "plain arithmetic documents in the CPT mixture")
-    cpt_epochs: float = opt(1.0, "passes over the CPT mixture")
-    sft_epochs: float = opt(3.0, "passes over the SFT paths")
-    rl_steps: int = opt(30, "RL updates")
+    cpt_docs: int = opt(3000, "plain arithmetic documents in the CPT mixture")
+    cpt_epochs: float = opt(2.0, "passes over the CPT mixture")
+    sft_epochs: float = opt(2.0, "passes over the SFT paths")
+    sft_max_length: int = opt(512, "tokens per packed SFT row")
+    rl_steps: int = opt(20, "RL updates")
     rl_group: int = opt(8, "completions per question in RL (G)")
     rl_questions: int = opt(4, "questions per RL update")
     rl_learning_rate: float = opt(2e-5, "RL learning rate")
     rl_max_steps: int = opt(8, "most reasoning steps a completion may take during RL")
     bounded_max_steps: int = opt(6, "max_steps of the step-bounds processor in the study's bounded runs")
     eval_n: int = opt(8, "samples per held-out question (pass@1 is their mean, maj@n votes)")
-    max_new_tokens: int = opt(640, "most tokens per completion at evaluation")
+    max_new_tokens: int = opt(384, "most tokens per completion at evaluation")
     sweep_max_steps: list[int] = opt([1, 2, 3, 4, 6], "max_steps values of the step sweep")
     probe_requests: int = opt(12, "requests the latency probe sends to the demo's own server")
     study: bool = opt(True, "run the study: optimal-only SFT vs DAG SFT vs step RL vs outcome RL")
@@ -61,9 +62,8 @@ class DemoConfig:
 
 
 QUICK = {
-    "problems": 400, "test_problems": 40, "cuts": 2, "paths_per_dag": 4, "vocab_size": 512, "hidden_size": 96,
-    "num_layers": 3, "cpt_docs": 800, "sft_epochs": 2.0, "rl_steps": 6, "rl_group": 4, "eval_n": 4,
-    "max_new_tokens": 512, "sweep_max_steps": [1, 2, 4], "probe_requests": 8, "study": False,
+    "problems": 600, "test_problems": 40, "cpt_docs": 1000, "cpt_epochs": 1.0, "sft_epochs": 2.0,
+    "rl_steps": 6, "rl_group": 4, "sweep_max_steps": [1, 2, 4], "probe_requests": 8, "study": False,
 }
 
 
@@ -150,7 +150,7 @@ def run(cfg: DemoConfig) -> dict[str, Any]:
         from steiner.train.sft import main as sft_main
 
         c = SteinerSFTConfig(model=str(start), output_dir=str(d), seed=cfg.seed, paths_files=[paths_file],
-                             num_epochs=epochs, max_steps=max_steps, max_length=1024, per_device_batch_size=8, learning_rate=1e-3,
+                             num_epochs=epochs, max_steps=max_steps, max_length=cfg.sft_max_length, per_device_batch_size=8, learning_rate=1e-3,
                              warmup_ratio=0.05, save_steps=10_000, logging_steps=20)
         return _summary(sft_main(c))
 

@@ -65,6 +65,7 @@ class StageRecord:
     seconds: float
     result: dict[str, Any] = field(default_factory=dict)
     skipped: bool = False
+    digest: str = ""
 
 
 @dataclass
@@ -86,14 +87,16 @@ class Pipeline:
         """Run ``fn(stage_dir)`` unless a complete run with the same config is already on disk."""
         stage_dir = self.root / name
         marker = stage_dir / DONE_FILE
-        digest = _digest(config)
+        # a stage is only as fresh as the stages before it: their digests are part of its own
+        digest = _digest({"config": config, "upstream": [r.digest for r in self.records]})
         if marker.is_file():
             try:
                 done = json.loads(marker.read_text())
             except json.JSONDecodeError:
                 done = {}
             if done.get("digest") == digest:
-                rec = StageRecord(name, config, done.get("seconds", 0.0), done.get("result", {}), skipped=True)
+                rec = StageRecord(name, config, done.get("seconds", 0.0), done.get("result", {}), skipped=True,
+                                  digest=digest)
                 self.records.append(rec)
                 return rec.result
         if self.on_start:
@@ -104,5 +107,5 @@ class Pipeline:
         seconds = time.perf_counter() - t0
         marker.write_text(json.dumps({"digest": digest, "config": config, "seconds": seconds, "result": result},
                                      indent=2, default=str))
-        self.records.append(StageRecord(name, config, seconds, result))
+        self.records.append(StageRecord(name, config, seconds, result, digest=digest))
         return result

@@ -25,16 +25,19 @@ def _word(n: int) -> str:
     return _WORDS[n] if 0 <= n < len(_WORDS) else str(n)
 
 
-def _fact(rng: random.Random, max_operand: int) -> str:
+def _fact(rng: random.Random, max_operand: int, max_small: int) -> str:
+    # Countdown moves combine a running value (up to max_operand) with a given number (up to max_small),
+    # larger first, as the step writer prints them
     op = rng.choice("+-*/")
-    a, b = rng.randint(1, max_operand), rng.randint(1, max_operand)
-    if op == "-" and b > a:
-        a, b = b, a
+    a, b = rng.randint(1, max_operand), rng.randint(1, max_small)
+    if op in "+*" and rng.random() < 0.5:
+        a = rng.randint(1, max_small)
     if op == "/":
-        a = a * b
-    c = {"+": a + b, "-": a - b, "*": a * b, "/": a // b if b else 0}[op]
+        a = b * rng.randint(1, max(1, max_operand // b))
+    a, b = max(a, b), min(a, b)
+    c = {"+": a + b, "-": a - b, "*": a * b, "/": a // b}[op]
     word, phrase = _OPS[op]
-    form = rng.randrange(3)
+    form = rng.choices(range(3), weights=(8, 1, 1))[0]
     if form == 0:
         return f"{a} {op} {b} = {c}."
     if form == 1:
@@ -42,7 +45,8 @@ def _fact(rng: random.Random, max_operand: int) -> str:
     return phrase.format(a=a, b=b, c=c).capitalize() + "."
 
 
-def arithmetic_documents(n: int, seed: int = 0, *, max_operand: int = 25, sentences: int = 8) -> list[str]:
+def arithmetic_documents(n: int, seed: int = 0, *, max_operand: int = 150, max_small: int = 12,
+                         sentences: int = 12) -> list[str]:
     """``n`` short documents of ``sentences`` arithmetic facts each, deterministic for ``seed``."""
     rng = random.Random(seed)
-    return [" ".join(_fact(rng, max_operand) for _ in range(sentences)) for _ in range(n)]
+    return [" ".join(_fact(rng, max_operand, max_small) for _ in range(sentences)) for _ in range(n)]

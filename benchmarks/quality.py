@@ -1,0 +1,51 @@
+"""The study behind steiner's claims, on held-out Countdown targets, at equal training tokens:
+
+(a) SFT on optimal paths only (the "internalised CoT" shortcut), (b) SFT on DAG paths with backtracking,
+(c) (b) + RL with the step-level reward, (d) (b) + outcome-only RL; each with and without the
+step-bounds processor; pass@1 and maj@n; the inference-time scaling curve of (c); multi-turn.
+
+It runs the full demo (`steiner demo` with the study on) into --out, resuming whatever is already there,
+and prints the figures and the differences the targets are about:
+    .venv/bin/python benchmarks/quality.py [--out steiner-demo] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+
+
+def main() -> None:
+    from steiner.demo import DemoConfig, resolve, run
+    from steiner.demo_report import study_rows, sweep_rows
+
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", default="steiner-demo")
+    ap.add_argument("--quick", action="store_true", help="the quick preset (the study stays on)")
+    args = ap.parse_args()
+    cfg = resolve(DemoConfig(out=args.out, quick=args.quick), explicit={"study"} if args.quick else set())
+    summary = run(cfg)
+
+    rows = {r["condition"][:3]: r for r in study_rows(summary)}
+    print("\ncondition                                   pass@1  bounded  maj    maj bounded")
+    for r in study_rows(summary):
+        mk = next(k for k in r if k.startswith("maj@") and "bounded" not in k)
+        print(f"{r['condition']:<43} {r['pass@1']:.3f}   {r['pass@1 bounded']:.3f}    {r[mk]:.3f}  {r[mk + ' bounded']:.3f}")
+
+    def diff(x: str, y: str) -> str:
+        if x in rows and y in rows:
+            return f"{100 * (rows[x]['pass@1'] - rows[y]['pass@1']):+.1f} points"
+        return "n/a"
+
+    print(f"\n(b) - (a): {diff('(b)', '(a)')}  (target: >= +15)")
+    print(f"(c) - (b): {diff('(c)', '(b)')}  (target: > 0)")
+    print(f"(c) - (d): {diff('(c)', '(d)')}  (target: > 0)")
+    curve = [(r["max_steps"], r["pass@1"]) for r in sweep_rows(summary)]
+    print("scaling (max_steps -> pass@1):", ", ".join(f"{m}: {p:.3f}" for m, p in curve))
+    mt = next((s["result"] for s in summary["stages"] if s["name"] == "multiturn"), None)
+    if mt:
+        print(f"multi-turn: alone {mt['alone']:.3f}, follow-up {mt['follow_up']:.3f}, "
+              f"difference {100 * mt['difference']:+.1f} points (target: within 3)")
+
+
+if __name__ == "__main__":
+    main()
