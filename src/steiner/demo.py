@@ -45,7 +45,7 @@ class DemoConfig:
     rl_steps: int = opt(20, "RL updates")
     rl_group: int = opt(8, "completions per question in RL (G)")
     rl_questions: int = opt(4, "questions per RL update")
-    rl_learning_rate: float = opt(2e-5, "RL learning rate")
+    rl_learning_rate: float = opt(1e-4, "RL learning rate")
     rl_max_steps: int = opt(8, "most reasoning steps a completion may take during RL")
     bounded_max_steps: int = opt(6, "max_steps of the step-bounds processor in the study's bounded runs")
     eval_n: int = opt(8, "samples per held-out question (pass@1 is their mean, maj@n votes)")
