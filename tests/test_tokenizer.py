@@ -12,6 +12,7 @@ import torch
 
 from conftest import CORPUS
 from steiner.format import SPECIAL_TOKENS, ReasoningPath, Step, path_to_dict, render
+from steiner.synth.filters import QWEN25_SPECIALS
 from steiner.tokenizer import (
     ReasoningTokenIds,
     extend,
@@ -21,13 +22,6 @@ from steiner.tokenizer import (
     tokenizer_from_tiktoken,
     train_tokenizer,
 )
-
-QWEN25_SPECIALS = [
-    "<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|object_ref_start|>", "<|object_ref_end|>",
-    "<|box_start|>", "<|box_end|>", "<|quad_start|>", "<|quad_end|>", "<|vision_start|>", "<|vision_end|>",
-    "<|vision_pad|>", "<|image_pad|>", "<|video_pad|>", "<tool_call>", "</tool_call>", "<|fim_prefix|>",
-    "<|fim_middle|>", "<|fim_suffix|>", "<|fim_pad|>", "<|repo_name|>", "<|file_sep|>",
-]
 
 
 def base_tokenizer():

@@ -13,8 +13,8 @@ from typing import Any
 
 from steiner.format import ReasoningPath, render, step_from_dict
 
-# Qwen2.5's own special tokens in id order (151643..151664), so the reasoning tokens land on
-# Steiner's ids 151665..151678
+# Qwen2.5's own 22 special tokens in id order, right after its 151,643 BPE ranks, so that the reasoning
+# tokens added after them land on exactly the ids Steiner's models use
 QWEN25_SPECIALS = [
     "<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|object_ref_start|>", "<|object_ref_end|>",
     "<|box_start|>", "<|box_end|>", "<|quad_start|>", "<|quad_end|>", "<|vision_start|>", "<|vision_end|>",
