@@ -38,9 +38,9 @@ class DemoConfig:
     vocab_size: int = opt(512, "size of the demo's own BPE vocabulary (before the reasoning tokens)")
     hidden_size: int = opt(128, "model width")
     num_layers: int = opt(4, "model depth")
-    cpt_docs: int = opt(3000, "plain arithmetic documents in the CPT mixture")
+    cpt_docs: int = opt(6000, "plain arithmetic documents in the CPT mixture")
     cpt_epochs: float = opt(2.0, "passes over the CPT mixture")
-    sft_epochs: float = opt(2.0, "passes over the SFT paths")
+    sft_epochs: float = opt(4.0, "passes over the SFT paths")
     sft_max_length: int = opt(512, "tokens per packed SFT row")
     rl_steps: int = opt(20, "RL updates")
     rl_group: int = opt(8, "completions per question in RL (G)")
@@ -62,7 +62,7 @@ class DemoConfig:
 
 
 QUICK = {
-    "problems": 600, "test_problems": 40, "cpt_docs": 1000, "cpt_epochs": 1.0, "sft_epochs": 2.0,
+    "problems": 600, "test_problems": 40, "cpt_docs": 3000, "cpt_epochs": 1.0, "sft_epochs": 3.0,
     "rl_steps": 6, "rl_group": 4, "sweep_max_steps": [1, 2, 4], "probe_requests": 8, "study": False,
 }
 
