@@ -71,15 +71,15 @@ def test_read_paths_names_file_line_and_field(tmp_path):
 
     bad = tmp_path / "bad.jsonl"
     bad.write_text(good.read_text().splitlines()[0] + "\n" + json.dumps({"question": "q", "steps": []}) + "\n")
-    with pytest.raises(ValueError, match=r"bad.jsonl:2.*final_answer"):
+    with pytest.raises(ValueError, match=r"bad.jsonl: line 2.*final_answer"):
         read_paths([str(bad)])
     bad.write_text("{not json\n")
-    with pytest.raises(ValueError, match=r"bad.jsonl:1.*JSON"):
+    with pytest.raises(ValueError, match=r"bad.jsonl: line 1.*JSON"):
         read_paths(str(bad))
     rec = json.loads(good.read_text().splitlines()[0])
     rec["steps"][-1]["decision"] = "proceed"  # an answer after a step that did not end
     bad.write_text(json.dumps(rec) + "\n")
-    with pytest.raises(ValueError, match=r"bad.jsonl:1: bad reasoning path"):
+    with pytest.raises(ValueError, match=r"bad.jsonl: line 1: bad reasoning path"):
         read_paths(str(bad))
     with pytest.raises(FileNotFoundError, match="nope.jsonl"):
         read_paths(str(tmp_path / "nope.jsonl"))

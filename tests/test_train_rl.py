@@ -115,7 +115,7 @@ def test_step_mode_refuses_data_without_dags(rl_data, tmp_path):
     steps = tmp_path / "steps.jsonl"
     steps.write_text(json.dumps({"question_id": "q1", "question": "?", "answer": "1", "kind": "reference",
                                  "steps": []}) + "\n")
-    with pytest.raises(ValueError, match=r"steps.jsonl:1.*dags.jsonl"):
+    with pytest.raises(ValueError, match=r"steps.jsonl: line 1.*dags.jsonl"):
         load_items(RLConfig(model="m", questions=str(questions), dags=str(steps)))
     with pytest.raises(FileNotFoundError, match="steiner synth"):
         load_items(RLConfig(model="m", dags=str(tmp_path / "nope.jsonl")))

@@ -153,7 +153,7 @@ def test_load_dags_and_refuse_non_dag_files(tmp_path):
     assert set(dags) == {"q1", "q2"} and dags["q1"].shortest_steps == 3
     steps = tmp_path / "steps.jsonl"
     steps.write_text(json.dumps({"question_id": "q1", "steps": [], "kind": "reference"}) + "\n")
-    with pytest.raises(ValueError, match=r"steps.jsonl:1.*dags.jsonl"):
+    with pytest.raises(ValueError, match=r"steps.jsonl: line 1.*dags.jsonl"):
         load_dags(steps)
     with pytest.raises(FileNotFoundError, match="steiner synth"):
         load_dags(tmp_path / "missing.jsonl")
@@ -161,7 +161,7 @@ def test_load_dags_and_refuse_non_dag_files(tmp_path):
     del rec["nodes"][1]["id"]
     bad = tmp_path / "bad.jsonl"
     bad.write_text(json.dumps(rec) + "\n")
-    with pytest.raises(ValueError, match=r"bad.jsonl:1: nodes\[1\] has no 'id'"):
+    with pytest.raises(ValueError, match=r"bad.jsonl: line 1: nodes\[1\] has no 'id'"):
         load_dags(bad)
 
 

@@ -81,26 +81,17 @@ def load_questions(path: str | Path) -> tuple[list[dict], dict[str, tuple[list, 
     Raises ValueError naming the file, the line and the missing column.
     """
     from steiner.format import ReasoningPath, step_from_dict, validate
+    from steiner.jsonl import iter_records
 
     p = Path(path)
-    if not p.is_file():
-        raise FileNotFoundError(f"questions file {str(p)!r} does not exist")
     records, refs, ids = [], {}, set()
-    for i, line in enumerate(p.read_text().splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{p}: line {i} is not valid JSON: {e}") from e
-        if not isinstance(rec, dict):
-            raise ValueError(f"{p}: line {i} is not a JSON object")
+    for where, rec in iter_records(p, "questions"):
         for col in ("id", "question", "answer"):
             if col not in rec or rec[col] in (None, ""):
-                raise ValueError(f"{p}: line {i} has no '{col}' column (need id, question, answer)")
+                raise ValueError(f"{where} has no '{col}' column (need id, question, answer)")
         rec["id"] = str(rec["id"])
         if rec["id"] in ids:
-            raise ValueError(f"{p}: line {i}: duplicate id {rec['id']!r}")
+            raise ValueError(f"{where}: duplicate id {rec['id']!r}")
         ids.add(rec["id"])
         if rec.get("steps"):
             try:
@@ -108,7 +99,7 @@ def load_questions(path: str | Path) -> tuple[list[dict], dict[str, tuple[list, 
                 final = str(rec.get("final_answer") or rec["answer"])
                 validate(ReasoningPath(steps, final))
             except Exception as e:  # noqa: BLE001 - re-raised naming the file and line
-                raise ValueError(f"{p}: line {i}: column 'steps' is not a valid reasoning path: {e}") from e
+                raise ValueError(f"{where}: column 'steps' is not a valid reasoning path: {e}") from e
             refs[rec["id"]] = (steps, final)
         records.append({k: v for k, v in rec.items() if k not in ("steps", "final_answer")})
     if not records:

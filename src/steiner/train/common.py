@@ -273,35 +273,25 @@ def merge_adapter(cfg: TrainConfig, adapter: Path, out: Path) -> None:
 def read_paths(files: list[str] | str) -> list[tuple[dict[str, Any], ReasoningPath]]:
     """Read paths.jsonl records with their `ReasoningPath`; errors name the file, line and field."""
     from steiner.format import FormatError, ReasoningPath, step_from_dict, validate
+    from steiner.jsonl import iter_records
 
     out = []
     for f in [files] if isinstance(files, str) else files:
-        p = Path(f)
-        if not p.is_file():
-            raise FileNotFoundError(f"paths file {str(p)!r} does not exist")
-        with p.open() as fh:
-            for n, line in enumerate(fh, start=1):
-                if not line.strip():
-                    continue
-                where = f"{p}:{n}"
-                try:
-                    rec = json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise ValueError(f"{where}: not valid JSON ({e.msg})") from e
-                for key in ("question", "steps", "final_answer"):
-                    if key not in rec:
-                        raise ValueError(f"{where}: record has no {key!r} field")
-                if rec["final_answer"] is None:
-                    raise ValueError(f"{where}: 'final_answer' is null; training paths must reach an answer")
-                if not isinstance(rec["steps"], list):
-                    raise ValueError(f"{where}: 'steps' must be a list of step dicts")
-                try:
-                    steps = [step_from_dict(s) for s in rec["steps"]]
-                    path = ReasoningPath(steps, str(rec["final_answer"]))
-                    validate(path)
-                except (FormatError, KeyError, TypeError, ValueError) as e:
-                    raise ValueError(f"{where}: bad reasoning path: {e}") from e
-                out.append((rec, path))
+        for where, rec in iter_records(f, "paths"):
+            for key in ("question", "steps", "final_answer"):
+                if key not in rec:
+                    raise ValueError(f"{where}: record has no {key!r} field")
+            if rec["final_answer"] is None:
+                raise ValueError(f"{where}: 'final_answer' is null; training paths must reach an answer")
+            if not isinstance(rec["steps"], list):
+                raise ValueError(f"{where}: 'steps' must be a list of step dicts")
+            try:
+                steps = [step_from_dict(s) for s in rec["steps"]]
+                path = ReasoningPath(steps, str(rec["final_answer"]))
+                validate(path)
+            except (FormatError, KeyError, TypeError, ValueError) as e:
+                raise ValueError(f"{where}: bad reasoning path: {e}") from e
+            out.append((rec, path))
     if not out:
         raise ValueError(f"no reasoning paths in {files}")
     return out

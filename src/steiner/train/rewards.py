@@ -36,7 +36,6 @@ above one that jumps to the answer with unmatched steps (it earns progress and c
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from collections.abc import Callable
@@ -166,15 +165,11 @@ def load_dags(path: str | Path) -> dict[str, Dag]:
     p = Path(path)
     if not p.is_file():
         raise FileNotFoundError(f"dags file {str(p)!r} does not exist; `steiner synth` writes dags.jsonl")
+    from steiner.jsonl import iter_records
+
     dags: dict[str, Dag] = {}
-    for i, line in enumerate(p.read_text().splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{p}:{i}: not valid JSON: {e}") from e
-        dag = Dag.from_record(rec, where=f"{p}:{i}")
+    for where, rec in iter_records(p, "dags"):
+        dag = Dag.from_record(rec, where=where)
         dags[dag.question_id] = dag
     if not dags:
         raise ValueError(f"{p}: no DAG records; `steiner synth` writes one per question to dags.jsonl")

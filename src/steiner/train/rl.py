@@ -94,20 +94,14 @@ class RLItem:
 
 def read_questions(path: str | Path) -> list[dict]:
     """Question records ``{"id", "question", "answer", ...}``; errors name the file, line and field."""
+    from steiner.jsonl import iter_records
+
     p = Path(path)
-    if not p.is_file():
-        raise FileNotFoundError(f"questions file {str(p)!r} does not exist")
     out = []
-    for i, line in enumerate(p.read_text().splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{p}:{i}: not valid JSON: {e}") from e
+    for where, rec in iter_records(p, "questions"):
         for k in ("id", "question", "answer"):
-            if not isinstance(rec, dict) or k not in rec:
-                raise ValueError(f"{p}:{i}: question record has no {k!r} field")
+            if k not in rec:
+                raise ValueError(f"{where}: question record has no {k!r} field")
         out.append(rec)
     if not out:
         raise ValueError(f"{p}: no question records")
