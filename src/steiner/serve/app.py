@@ -8,6 +8,7 @@ including ``<|reasoning_end|>``. Decoding runs in the continuous-batching `Engin
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import secrets
@@ -87,12 +88,7 @@ class _Server:
             raise APIError(f"max_tokens ({req.max_tokens}) + prompt ({len(ids)} tokens) exceeds the context of "
                            f"{limit} tokens", param="max_tokens", code="context_length_exceeded")
         max_tokens = req.max_tokens or min(room, self.cfg.max_tokens or room)
-        params = SamplingParams(
-            max_tokens=max_tokens, temperature=req.temperature, top_p=req.top_p, n=req.n, seed=req.seed,
-            stop=req.stop, min_steps=req.min_steps, max_steps=req.max_steps,
-            max_reasoning_tokens=req.max_reasoning_tokens, format_strict=req.format_strict, ignore_eos=req.ignore_eos,
-        )
-        return ids, params
+        return ids, dataclasses.replace(req.sampling, max_tokens=max_tokens)
 
     def usage(self, prompt_len: int, finished: list[Finished]) -> dict[str, Any]:
         completion = sum(len(f.token_ids) for f in finished)

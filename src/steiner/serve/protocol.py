@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from steiner.format import REASONING_START, parse, step_to_dict
+from steiner.serve.engine import SamplingParams
 
 ROLES = ("system", "developer", "user", "assistant", "tool")
 
@@ -40,17 +41,12 @@ class ChatRequest:
     messages: list[dict[str, Any]]
     stream: bool = False
     include_usage: bool = False
-    max_tokens: int | None = None
-    temperature: float = 1.0
-    top_p: float = 1.0
-    n: int = 1
-    seed: int | None = None
-    stop: list[str] = field(default_factory=list)
-    min_steps: int = 0
-    max_steps: int | None = None
-    max_reasoning_tokens: int | None = None
-    format_strict: bool = False
-    ignore_eos: bool = False
+    max_tokens: int | None = None  # None: the rest of the context, decided once the prompt is rendered
+    sampling: SamplingParams = field(default_factory=lambda: SamplingParams(max_tokens=0))
+
+    @property
+    def n(self) -> int:
+        return self.sampling.n
 
 
 class StepsMemory:
@@ -191,14 +187,17 @@ def parse_request(body: Any, *, served: set[str], max_n: int, memory: StepsMemor
         stream=_bool(body, "stream", False),
         include_usage=bool(stream_options.get("include_usage", False)),
         max_tokens=max_tokens,
-        temperature=_number(body, "temperature", 1.0, lo=0, hi=2),
-        top_p=_number(body, "top_p", 1.0, lo=0, hi=1, lo_open=True),
-        n=_number(body, "n", 1, lo=1, hi=max_n, integer=True),
-        seed=_number(body, "seed", None, integer=True),
-        stop=stop,
-        min_steps=min_steps,
-        max_steps=max_steps,
-        max_reasoning_tokens=_number(body, "max_reasoning_tokens", None, lo=1, integer=True),
-        format_strict=_bool(body, "format_strict", False),
-        ignore_eos=_bool(body, "ignore_eos", False),
+        sampling=SamplingParams(
+            max_tokens=max_tokens or 0,
+            temperature=_number(body, "temperature", 1.0, lo=0, hi=2),
+            top_p=_number(body, "top_p", 1.0, lo=0, hi=1, lo_open=True),
+            n=_number(body, "n", 1, lo=1, hi=max_n, integer=True),
+            seed=_number(body, "seed", None, integer=True),
+            stop=stop,
+            min_steps=min_steps,
+            max_steps=max_steps,
+            max_reasoning_tokens=_number(body, "max_reasoning_tokens", None, lo=1, integer=True),
+            format_strict=_bool(body, "format_strict", False),
+            ignore_eos=_bool(body, "ignore_eos", False),
+        ),
     )
