@@ -2,38 +2,8 @@
 
 from __future__ import annotations
 
-import socket
-import threading
-import time
 from pathlib import Path
 from typing import Any
-
-
-class BackgroundServer:
-    """`steiner serve`'s app on a free loopback port in a thread; a context manager."""
-
-    def __init__(self, app: Any) -> None:
-        import uvicorn
-
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning"))
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-        self.base_url = f"http://127.0.0.1:{self.port}/v1"
-
-    def __enter__(self) -> BackgroundServer:
-        self.thread.start()
-        deadline = time.monotonic() + 60
-        while not self.server.started:
-            if time.monotonic() > deadline or not self.thread.is_alive():
-                raise RuntimeError("the demo server did not start")
-            time.sleep(0.02)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=30)
 
 
 def multiturn(out: Path, model_dir: Path, data: Path, cfg: Any) -> dict[str, Any]:
@@ -90,6 +60,7 @@ def serve_and_probe(out: Path, model_dir: Path, cfg: Any) -> dict[str, Any]:
     from steiner.probe import ProbeConfig
     from steiner.probe import main as probe_main
     from steiner.serve.app import create_app
+    from steiner.serve.background import BackgroundServer
     from steiner.serve.config import ServeConfig
 
     scfg = ServeConfig(model=str(model_dir), served_model_name="steiner-demo", max_batch_size=32)
