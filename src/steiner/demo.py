@@ -42,10 +42,10 @@ class DemoConfig:
     cpt_epochs: float = opt(2.0, "passes over the CPT mixture")
     sft_epochs: float = opt(4.0, "passes over the SFT paths")
     sft_max_length: int = opt(512, "tokens per packed SFT row")
-    rl_steps: int = opt(20, "RL updates")
+    rl_steps: int = opt(40, "RL updates")
     rl_group: int = opt(8, "completions per question in RL (G)")
-    rl_questions: int = opt(4, "questions per RL update")
-    rl_learning_rate: float = opt(1e-4, "RL learning rate")
+    rl_questions: int = opt(8, "questions per RL update")
+    rl_learning_rate: float = opt(2e-5, "RL learning rate")
     rl_max_steps: int = opt(8, "most reasoning steps a completion may take during RL")
     bounded_max_steps: int = opt(6, "max_steps of the step-bounds processor in the study's bounded runs")
     eval_n: int = opt(8, "samples per held-out question (pass@1 is their mean, maj@n votes)")
@@ -63,7 +63,7 @@ class DemoConfig:
 
 QUICK = {
     "problems": 600, "test_problems": 40, "cpt_docs": 3000, "cpt_epochs": 1.0, "sft_epochs": 3.0,
-    "rl_steps": 6, "rl_group": 4, "sweep_max_steps": [1, 2, 4], "probe_requests": 8, "study": False,
+    "rl_steps": 6, "rl_group": 4, "rl_questions": 4, "sweep_max_steps": [1, 2, 4], "probe_requests": 8, "study": False,
 }
 
 
