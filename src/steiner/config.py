@@ -180,3 +180,20 @@ def check_range(name: str, value: float | int | None, *, lo: float | None = None
         raise ConfigError(f"{name} must be {'>' if lo_open else '>='} {lo}, got {value!r}")
     if hi is not None and value > hi:
         raise ConfigError(f"{name} must be <= {hi}, got {value!r}")
+
+
+def add_command(sub: argparse._SubParsersAction, name: str, cls: type[T], main: Any, *, help: str,  # noqa: A002
+                description: str | None = None) -> argparse.ArgumentParser:
+    """A ``steiner NAME`` subcommand whose options are the fields of ``cls``; it runs ``main(cfg)``.
+
+    The exit code is what ``main`` returns when that is an int, else 0.
+    """
+    p = sub.add_parser(name, help=help, description=description)
+    add_arguments(p, cls)
+
+    def run(args: argparse.Namespace) -> int:
+        out = main(config_from_args(cls, args))
+        return out if isinstance(out, int) and not isinstance(out, bool) else 0
+
+    p.set_defaults(func=run)
+    return p

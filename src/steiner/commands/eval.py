@@ -6,23 +6,13 @@ import argparse
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from steiner.config import add_arguments
-    from steiner.eval.runner import EvalConfig
+    from steiner.config import add_command
+    from steiner.eval.runner import EvalConfig, main
 
-    p = sub.add_parser(
-        "eval",
+    add_command(
+        sub, "eval", EvalConfig, main,
         help="evaluate a model (pass@1, pass@k, maj@n, format validity, reasoning length)",
         description="Sample --n answers per question from a local model (--model DIR) or an OpenAI-compatible "
         "endpoint (--base-url URL --model-name NAME), grade them, and write samples.jsonl (a cache: a rerun "
         "generates only what is missing), report.json and report.md into --out.",
     )
-    add_arguments(p, EvalConfig)
-    p.set_defaults(func=run)
-
-
-def run(args: argparse.Namespace) -> int:
-    from steiner.config import config_from_args
-    from steiner.eval.runner import EvalConfig, main
-
-    main(config_from_args(EvalConfig, args))
-    return 0

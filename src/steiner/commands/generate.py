@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import typing
 from dataclasses import dataclass
 
 from steiner.config import ConfigError, check_range, opt
@@ -43,21 +41,10 @@ class GenerateConfig:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("generate", help="generate reasoning and an answer with a trained model",
-                       description=main.__doc__)
-    hints = typing.get_type_hints(GenerateConfig)
-    for f in dataclasses.fields(GenerateConfig):
-        flag = "--" + f.name.replace("_", "-")
-        help_text = f.metadata.get("help", "")
-        if hints[f.name] is bool:
-            p.add_argument(flag, dest=f.name, action="store_true", help=help_text)
-            continue
-        base = typing.get_args(hints[f.name])[0] if typing.get_origin(hints[f.name]) else hints[f.name]
-        required = f.name in ("model", "prompt")
-        p.add_argument(flag, dest=f.name, type=base, default=f.default, required=required,
-                       help=f"{help_text}" + ("" if required else f" (default: {f.default!r})"))
-    p.set_defaults(func=lambda args: main(GenerateConfig(**{
-        f.name: getattr(args, f.name) for f in dataclasses.fields(GenerateConfig)})))
+    from steiner.config import add_command
+
+    add_command(sub, "generate", GenerateConfig, main, help="generate reasoning and an answer with a trained model",
+                description=main.__doc__)
 
 
 def main(cfg: GenerateConfig) -> int:

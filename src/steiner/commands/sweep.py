@@ -6,23 +6,13 @@ import argparse
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from steiner.config import add_arguments
-    from steiner.eval.sweep import SweepConfig
+    from steiner.config import add_command
+    from steiner.eval.sweep import SweepConfig, main
 
-    p = sub.add_parser(
-        "sweep",
+    add_command(
+        sub, "sweep", SweepConfig, main,
         help="inference-time scaling: evaluate over a grid of (min_steps, max_steps)",
         description="Run `steiner eval` once per (min_steps, max_steps) cell (--grid '0:4,2:6,4:8', or "
         "--min-steps 0,2,4 --max-steps 4,8,none crossed), sharing one sample cache and one loaded model; "
         "write report.md/json/html, accuracy_vs_tokens.png and accuracy_vs_max_steps.png into --out.",
     )
-    add_arguments(p, SweepConfig)
-    p.set_defaults(func=run)
-
-
-def run(args: argparse.Namespace) -> int:
-    from steiner.config import config_from_args
-    from steiner.eval.sweep import SweepConfig, main
-
-    main(config_from_args(SweepConfig, args))
-    return 0

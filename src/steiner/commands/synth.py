@@ -222,15 +222,7 @@ def main(cfg: SynthConfig) -> dict:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from steiner.config import add_arguments
+    from steiner.config import add_command
 
-    p = sub.add_parser("synth", help="synthesise reasoning data (truncation + DAGs)", description=__doc__)
-    add_arguments(p, SynthConfig)
-    p.set_defaults(func=run)
-
-
-def run(args: argparse.Namespace) -> int:
-    from steiner.config import config_from_args
-
-    main(config_from_args(SynthConfig, args))
-    return 0
+    add_command(sub, "synth", SynthConfig, main, help="synthesise reasoning data (truncation + DAGs)",
+                description=__doc__)
