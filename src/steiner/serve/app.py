@@ -29,6 +29,52 @@ from steiner.serve.protocol import APIError, ChatRequest, StepsMemory, parse_req
 
 log = logging.getLogger(__name__)
 
+MAX_JSON_DEPTH = 64
+
+
+class ErrorSafeJSON(JSONResponse):
+    """JSON with non-ASCII escaped, so no text (a lone surrogate echoed in an error) can fail to encode."""
+
+    def render(self, content: Any) -> bytes:
+        return json.dumps(content, ensure_ascii=True, separators=(",", ":")).encode("ascii")
+
+
+def _depth(raw: bytes) -> int:
+    """The deepest nesting of ``[``/``{`` outside strings (a linear scan; no recursion)."""
+    depth = best = 0
+    in_str = esc = False
+    for b in raw:
+        if in_str:
+            if esc:
+                esc = False
+            elif b == 0x5C:
+                esc = True
+            elif b == 0x22:
+                in_str = False
+        elif b == 0x22:
+            in_str = True
+        elif b in (0x5B, 0x7B):
+            depth += 1
+            best = max(best, depth)
+        elif b in (0x5D, 0x7D):
+            depth -= 1
+    return best
+
+
+def parse_json(raw: bytes) -> Any:
+    """The request body as JSON; a 400 naming the problem when it is not JSON or nests too deep."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise APIError(f"the request body is not UTF-8: {e}", param=None) from None
+    if raw.count(b"[") + raw.count(b"{") > MAX_JSON_DEPTH and _depth(raw) > MAX_JSON_DEPTH:
+        raise APIError(f"the request body nests deeper than {MAX_JSON_DEPTH} levels", param=None)
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError) as e:  # JSONDecodeError, or an integer beyond Python's digit limit
+        raise APIError(f"the request body is not valid JSON: {e}", param=None) from None
+
+
 def render_prompt(tokenizer: Any, messages: list[dict]) -> list[int]:
     """Prompt ids for the next assistant turn; the chat template collapses every earlier assistant turn
     to its step summaries."""
@@ -235,12 +281,12 @@ def create_app(cfg: ServeConfig, model: Any = None, tokenizer: Any = None) -> Fa
 
     @app.exception_handler(APIError)
     async def api_error(request: Request, exc: APIError) -> JSONResponse:
-        return JSONResponse(exc.body(), status_code=exc.status)
+        return ErrorSafeJSON(exc.body(), status_code=exc.status)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         err = APIError(str(exc.detail), status=exc.status_code, code=str(exc.status_code))
-        return JSONResponse(err.body(), status_code=exc.status_code)
+        return ErrorSafeJSON(err.body(), status_code=exc.status_code)
 
     @app.middleware("http")
     async def auth(request: Request, call_next):
@@ -250,7 +296,7 @@ def create_app(cfg: ServeConfig, model: Any = None, tokenizer: Any = None) -> Fa
             if not secrets.compare_digest(given.encode(), cfg.api_key.encode()):
                 err = APIError("missing or wrong API key (send Authorization: Bearer KEY)", status=401,
                                code="invalid_api_key")
-                return JSONResponse(err.body(), status_code=401)
+                return ErrorSafeJSON(err.body(), status_code=401)
         return await call_next(request)
 
     @app.get("/health")
@@ -265,15 +311,15 @@ def create_app(cfg: ServeConfig, model: Any = None, tokenizer: Any = None) -> Fa
     @app.post("/v1/chat/completions")
     async def chat(request: Request) -> Any:
         raw = await request.body()
-        try:
-            body = json.loads(raw)
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise APIError(f"the request body is not valid JSON: {e}", param=None) from e
+        body = parse_json(raw)
         req = parse_request(body, served=server.served, max_n=cfg.max_batch_size, memory=server.memory)
         ids, params = server.prepare(req)
+        headers = {"X-Steiner-Ignored-Fields": ",".join(req.ignored)[:1000].encode("ascii", "backslashreplace").decode()
+                   } if req.ignored else None
         if req.stream:
-            return StreamingResponse(_stream(server, req, ids, params), media_type="text/event-stream")
-        return await _complete(server, req, ids, params, request)
+            return StreamingResponse(_stream(server, req, ids, params), media_type="text/event-stream",
+                                     headers=headers)
+        return ErrorSafeJSON(await _complete(server, req, ids, params, request), headers=headers)
 
     return app
 

@@ -42,6 +42,8 @@ class SamplingParams:
     max_reasoning_tokens: int | None = None
     format_strict: bool = False
     ignore_eos: bool = False
+    logprobs: bool = False
+    top_logprobs: int = 0
 
 
 @dataclass
@@ -260,7 +262,7 @@ class Engine:
                     proc = self._processor(req.params)
                     gen = None
                     if req.params.seed is not None:
-                        gen = torch.Generator(device=self.device).manual_seed(req.params.seed + i)
+                        gen = torch.Generator(device=self.device).manual_seed((req.params.seed + i) % 2**64)
                     size = min(len(req.prompt_ids) + req.params.max_tokens, self.max_len) + 1
                     buf = torch.zeros(size, dtype=torch.long, device=self.device)
                     buf[: len(req.prompt_ids)] = torch.tensor(req.prompt_ids, dtype=torch.long)

@@ -42,6 +42,7 @@ class ChatRequest:
     stream: bool = False
     include_usage: bool = False
     max_tokens: int | None = None  # None: the rest of the context, decided once the prompt is rendered
+    ignored: list[str] = field(default_factory=list)  # unknown body fields, named back in a response header
     sampling: SamplingParams = field(default_factory=lambda: SamplingParams(max_tokens=0))
 
     @property
@@ -72,29 +73,84 @@ class StepsMemory:
         return self._map.get(self._key(text))
 
 
+INT64 = (-(2**63), 2**63 - 1)
+MAX_LOGPROBS = 20
+
+# OpenAI request fields we accept and ignore: they do not change what is generated
+IGNORED_FIELDS = ("user", "metadata", "store", "service_tier", "parallel_tool_calls", "prompt_cache_key",
+                  "safety_identifier")
+# OpenAI request fields we do not implement: a 400 unless they hold their neutral value
+UNSUPPORTED = {
+    "tools": "tool calling", "tool_choice": "tool calling", "functions": "function calling",
+    "function_call": "function calling", "response_format": "structured output (response_format)",
+    "logit_bias": "logit_bias", "presence_penalty": "presence_penalty", "frequency_penalty": "frequency_penalty",
+    "audio": "audio output", "modalities": "modalities other than text", "prediction": "predicted outputs",
+    "web_search_options": "web search", "reasoning_effort": "reasoning_effort (use max_reasoning_tokens)",
+}
+_NEUTRAL: dict[str, tuple] = {
+    "tools": ([],), "tool_choice": ("none",), "functions": ([],), "function_call": ("none",),
+    "response_format": ({"type": "text"},), "logit_bias": ({},), "presence_penalty": (0, 0.0),
+    "frequency_penalty": (0, 0.0), "modalities": (["text"],),
+}
+KNOWN_FIELDS = frozenset({
+    "model", "messages", "stream", "stream_options", "max_tokens", "max_completion_tokens", "temperature", "top_p",
+    "n", "seed", "stop", "logprobs", "top_logprobs", "min_steps", "max_steps", "max_reasoning_tokens",
+    "format_strict", "ignore_eos", *IGNORED_FIELDS, *UNSUPPORTED,
+})
+
+
+def show(value: Any, limit: int = 60) -> str:
+    """A short, ASCII-safe rendering of a client value for an error message."""
+    if value is None or isinstance(value, bool | int | float | str):
+        text = ascii(value) if not isinstance(value, int) or isinstance(value, bool) or abs(value) < 10**30 else (
+            f"an integer of {len(str(abs(value)))} digits")
+        return text if len(text) <= limit else text[: limit - 3] + "..."
+    return f"a {type(value).__name__}" if not isinstance(value, list | dict) else (
+        f"a list of {len(value)}" if isinstance(value, list) else "an object")
+
+
 def _number(body: dict, name: str, default: Any, *, lo: float | None = None, hi: float | None = None,
             integer: bool = False, lo_open: bool = False) -> Any:
     value = body.get(name)
     if value is None:
         return default
     kind = "an integer" if integer else "a number"
-    if isinstance(value, bool) or not isinstance(value, int | float) or (integer and not float(value).is_integer()):
-        raise APIError(f"{name} must be {kind}, got {value!r}", param=name)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise APIError(f"{name} must be {kind}, got {show(value)}", param=name)
     if isinstance(value, float) and not math.isfinite(value):
-        raise APIError(f"{name} must be finite, got {value!r}", param=name)
+        raise APIError(f"{name} must be finite, got {show(value)}", param=name)
+    if integer and isinstance(value, float):
+        if not value.is_integer():
+            raise APIError(f"{name} must be {kind}, got {show(value)}", param=name)
+        value = int(value)
     if lo is not None and (value <= lo if lo_open else value < lo):
-        raise APIError(f"{name} must be {'>' if lo_open else '>='} {lo}, got {value!r}", param=name)
+        raise APIError(f"{name} must be {'>' if lo_open else '>='} {lo}, got {show(value)}", param=name)
     if hi is not None and value > hi:
-        raise APIError(f"{name} must be <= {hi}, got {value!r}", param=name)
-    return int(value) if integer else float(value)
+        raise APIError(f"{name} must be <= {hi}, got {show(value)}", param=name)
+    if integer:
+        return int(value)
+    try:
+        return float(value)
+    except OverflowError:
+        raise APIError(f"{name} is out of range, got {show(value)}", param=name) from None
 
 
-def _bool(body: dict, name: str, default: bool) -> bool:
+def _bool(body: dict, name: str, default: bool, where: str = "") -> bool:
     value = body.get(name)
     if value is None:
         return default
     if not isinstance(value, bool):
-        raise APIError(f"{name} must be true or false, got {value!r}", param=name)
+        raise APIError(f"{where}{name} must be true or false, got {show(value)}", param=where + name)
+    return value
+
+
+def _string(value: str, where: str) -> str:
+    """``value`` if it is valid Unicode text (no lone surrogates: the tokenizer cannot encode them)."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise APIError(f"{where} is not valid Unicode: a lone surrogate {show(value[e.start:e.end])} at "
+                       f"character {e.start}", param=where) from None
     return value
 
 
@@ -103,29 +159,53 @@ def _text(content: Any, where: str) -> str:
     if content is None:
         return ""
     if isinstance(content, str):
-        return content
+        return _string(content, where)
     if isinstance(content, list):
         parts = []
         for i, part in enumerate(content):
             if not isinstance(part, dict) or part.get("type") != "text" or not isinstance(part.get("text"), str):
                 raise APIError(f"{where}[{i}] must be a text part {{'type': 'text', 'text': ...}}", param=f"{where}[{i}]")
-            parts.append(part["text"])
+            parts.append(_string(part["text"], f"{where}[{i}].text"))
         return "".join(parts)
     raise APIError(f"{where} must be a string or a list of text parts, got {type(content).__name__}", param=where)
+
+
+def _step(s: Any, where: str) -> dict[str, Any]:
+    """A step object of an earlier assistant turn, checked: text fields strings, a known decision."""
+    if not isinstance(s, dict):
+        raise APIError(f"{where} must be a step object", param=where)
+    out: dict[str, Any] = {}
+    for f in ("name", "thought", "summary", "reflection"):
+        v = s.get(f)
+        if v is not None and not isinstance(v, str):
+            raise APIError(f"{where}.{f} must be a string, got {show(v)}", param=f"{where}.{f}")
+        out[f] = _string(v or "", f"{where}.{f}")
+    decision = s.get("decision", "end")
+    if decision not in ("proceed", "backtrack", "end", None):
+        raise APIError(f"{where}.decision must be proceed, backtrack or end, got {show(decision)}",
+                       param=f"{where}.decision")
+    out["decision"] = decision or "end"
+    rt = s.get("returns_to")
+    if rt is not None and (isinstance(rt, bool) or not isinstance(rt, int) or not 0 <= rt < 10**6):
+        raise APIError(f"{where}.returns_to must be a step number or null, got {show(rt)}", param=f"{where}.returns_to")
+    out["returns_to"] = rt
+    return out
 
 
 def recover_steps(message: dict, memory: StepsMemory | None, where: str) -> list[dict] | None:
     """The steps of an earlier assistant turn, or None when it carries no reasoning."""
     steps = message.get("steps")
     if steps is not None:
-        if not isinstance(steps, list) or not all(isinstance(s, dict) for s in steps):
+        if not isinstance(steps, list):
             raise APIError(f"{where}.steps must be a list of step objects", param=f"{where}.steps")
-        return steps
-    reasoning = message.get("reasoning_content") or message.get("reasoning")
+        return [_step(s, f"{where}.steps[{i}]") for i, s in enumerate(steps)]
+    name = "reasoning_content" if message.get("reasoning_content") else "reasoning"
+    reasoning = message.get(name)
     if not reasoning:
         return None
     if not isinstance(reasoning, str):
-        raise APIError(f"{where}.reasoning_content must be a string", param=f"{where}.reasoning_content")
+        raise APIError(f"{where}.{name} must be a string", param=f"{where}.{name}")
+    _string(reasoning, f"{where}.{name}")
     if REASONING_START in reasoning:
         return [step_to_dict(s) for s in parse(reasoning).steps]
     found = memory.get(reasoning) if memory is not None else None
@@ -136,16 +216,31 @@ def recover_steps(message: dict, memory: StepsMemory | None, where: str) -> list
              "decision": "end", "returns_to": None}]
 
 
+def _unsupported(body: dict) -> None:
+    """400 for an OpenAI feature we do not implement, unless the field holds its neutral value."""
+    for name, what in UNSUPPORTED.items():
+        value = body.get(name)
+        if value is None or value in _NEUTRAL.get(name, ()):
+            continue
+        raise APIError(f"{name} is not supported by this server: {what} is not implemented", param=name,
+                       code="unsupported_parameter")
+
+
 def parse_request(body: Any, *, served: set[str], max_n: int, memory: StepsMemory | None = None) -> ChatRequest:
-    """Check a request body; raise `APIError` naming the first bad field."""
+    """Check a request body; raise `APIError` naming the first bad field.
+
+    Unknown fields are ignored and listed in ``ChatRequest.ignored`` (the server names them in the
+    ``X-Steiner-Ignored-Fields`` response header); OpenAI features we lack (`UNSUPPORTED`) are a 400.
+    """
     if not isinstance(body, dict):
         raise APIError("the request body must be a JSON object", param=None)
     model = body.get("model")
     if not isinstance(model, str) or not model:
         raise APIError("model is required (a string)", param="model")
     if model not in served:
-        raise APIError(f"model {model!r} is not served here; available: {sorted(served)}", param="model",
+        raise APIError(f"model {show(model)} is not served here; available: {sorted(served)}", param="model",
                        code="model_not_found")
+    _unsupported(body)
     msgs = body.get("messages")
     if msgs is None:
         raise APIError("messages is required", param="messages")
@@ -157,8 +252,8 @@ def parse_request(body: Any, *, served: set[str], max_n: int, memory: StepsMemor
         if not isinstance(m, dict):
             raise APIError(f"{where} must be an object with role and content", param=where)
         role = m.get("role")
-        if role not in ROLES:
-            raise APIError(f"{where}.role must be one of {list(ROLES)}, got {role!r}", param=f"{where}.role")
+        if not isinstance(role, str) or role not in ROLES:
+            raise APIError(f"{where}.role must be one of {list(ROLES)}, got {show(role)}", param=f"{where}.role")
         content = _text(m.get("content"), f"{where}.content")
         if role == "assistant":
             messages.append({"role": "assistant", "content": content, "steps": recover_steps(m, memory, where)})
@@ -169,35 +264,45 @@ def parse_request(body: Any, *, served: set[str], max_n: int, memory: StepsMemor
         stop = []
     elif isinstance(stop, str):
         stop = [stop]
-    if not isinstance(stop, list) or not all(isinstance(s, str) and s for s in stop):
-        raise APIError("stop must be a non-empty string or a list of them", param="stop")
+    if not isinstance(stop, list) or not all(isinstance(s, str) and s for s in stop) or len(stop) > 16:
+        raise APIError("stop must be a non-empty string or a list of at most 16 of them", param="stop")
+    for i, s in enumerate(stop):
+        _string(s, f"stop[{i}]")
     max_tokens = _number(body, "max_completion_tokens", None, lo=1, integer=True)
     if max_tokens is None:
         max_tokens = _number(body, "max_tokens", None, lo=1, integer=True)
-    min_steps = _number(body, "min_steps", 0, lo=0, integer=True)
-    max_steps = _number(body, "max_steps", None, lo=0, integer=True)
+    min_steps = _number(body, "min_steps", 0, lo=0, hi=10**6, integer=True)
+    max_steps = _number(body, "max_steps", None, lo=0, hi=10**6, integer=True)
     if max_steps is not None and max_steps < min_steps:
         raise APIError(f"max_steps ({max_steps}) is below min_steps ({min_steps})", param="max_steps")
     stream_options = body.get("stream_options") or {}
     if not isinstance(stream_options, dict):
         raise APIError("stream_options must be an object", param="stream_options")
+    include_usage = _bool(stream_options, "include_usage", False, "stream_options.")
+    logprobs = _bool(body, "logprobs", False)
+    top_logprobs = _number(body, "top_logprobs", 0, lo=0, hi=MAX_LOGPROBS, integer=True)
+    if top_logprobs and not logprobs:
+        raise APIError("top_logprobs needs logprobs: true", param="top_logprobs")
     return ChatRequest(
         model=model,
         messages=messages,
         stream=_bool(body, "stream", False),
-        include_usage=bool(stream_options.get("include_usage", False)),
+        include_usage=include_usage,
         max_tokens=max_tokens,
+        ignored=sorted(k if isinstance(k, str) else str(k) for k in body if k not in KNOWN_FIELDS),
         sampling=SamplingParams(
             max_tokens=max_tokens or 0,
             temperature=_number(body, "temperature", 1.0, lo=0, hi=2),
             top_p=_number(body, "top_p", 1.0, lo=0, hi=1, lo_open=True),
             n=_number(body, "n", 1, lo=1, hi=max_n, integer=True),
-            seed=_number(body, "seed", None, integer=True),
+            seed=_number(body, "seed", None, lo=INT64[0], hi=INT64[1], integer=True),
             stop=stop,
             min_steps=min_steps,
             max_steps=max_steps,
             max_reasoning_tokens=_number(body, "max_reasoning_tokens", None, lo=1, integer=True),
             format_strict=_bool(body, "format_strict", False),
             ignore_eos=_bool(body, "ignore_eos", False),
+            logprobs=logprobs,
+            top_logprobs=top_logprobs,
         ),
     )
