@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from steiner.eval.grading import answer_text, extract_choice, extract_expression, extract_number, grade
 from steiner.eval.tasks import EvalItem, TaskSpec
 from steiner.format import ReasoningPath, Step, render
+from steiner.grading import answer_text, extract_choice, extract_expression, extract_number, grade
 
 
 def completion(answer: str) -> str:

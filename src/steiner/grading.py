@@ -1,9 +1,15 @@
-"""The one grading module: answer extraction shared by every task, and `grade`.
+"""The one grader: evaluation, the RL outcome reward and synthesis answer checks all grade here.
 
-The answer is the text after reasoning ends (`steiner.format.split_reasoning`); a completion that
-never ends its reasoning has no answer. From that text we extract a choice letter, a number or an
-expression, and compare it to the gold answer: letters exactly, numbers and math with `math-verify`,
-Countdown expressions with `steiner.countdown.check_answer`, text after normalisation.
+The answer is the text after reasoning ends (`answer_text`); a completion that never ends its
+reasoning has no answer. From that text we extract a choice letter, a number or an expression, and
+compare it to the gold answer by *answer kind*: the generic kinds (`GENERIC_KINDS`) here -- letters
+exactly, numbers and math with `math-verify`, text after SQuAD-style normalisation ("The Paris." ==
+"paris") -- and a domain's own kind (``"countdown"``) by that domain's `Domain.grade`, which uses the
+extractors here (`extract_expression`) and its own checker.
+
+Entry points: `grade_record(record, completion)` for a question record (RL, synthesis: the kind is
+the record's domain, else its ``answer_type``, else guessed -- `answer_kind`); `grade(task, item,
+completion)` for an evaluation item; both end in `grade_answer`.
 """
 
 from __future__ import annotations
@@ -11,19 +17,16 @@ from __future__ import annotations
 import re
 import string
 import threading
-from dataclasses import dataclass
+from typing import Any
 
-from steiner.eval.tasks import LETTERS, EvalItem, TaskSpec
+from steiner.domain import Grade, domain_for, get_domain
 from steiner.format import REASONING_END, SPECIAL_TOKENS
 
+LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+GENERIC_KINDS: tuple[str, ...] = ("choice", "number", "math", "text")
 
-@dataclass
-class Grade:
-    """Whether an answer is correct, what was extracted from it (the vote key for maj@k), and why."""
-
-    correct: bool
-    extracted: str | None
-    reason: str
+__all__ = ["GENERIC_KINDS", "LETTERS", "Grade", "answer_kind", "answer_text", "extract_choice", "extract_expression",
+           "extract_number", "grade", "grade_answer", "grade_record", "math_equal", "normalize_text"]
 
 
 def answer_text(completion: str) -> str | None:
@@ -187,45 +190,81 @@ def _numbers_equal(a: str, b: str) -> bool | None:
 # ---------------------------------------------------------------- grade
 
 
-def grade(task: TaskSpec, item: EvalItem, completion: str) -> Grade:
-    """Grade one completion (full text with reasoning tokens, or an endpoint's answer ``content``)."""
-    ans = answer_text(completion)
-    if ans is None:
+def grade_answer(kind: str, gold: str, answer: str | None, *, record: dict[str, Any] | None = None,
+                 num_choices: int | None = None) -> Grade:
+    """Grade an answer text (what follows the reasoning) against ``gold`` by answer ``kind``.
+
+    A generic kind is graded here; any other kind names a domain (`steiner.domain.get_domain`) whose
+    `grade` sees ``record`` (the question record with its domain fields). ``num_choices`` bounds the
+    letters of a "choice" answer (default: all 26).
+    """
+    if answer is None:
         return Grade(False, None, "no answer: reasoning did not end")
+    ans = answer.strip()
     if not ans:
         return Grade(False, None, "no answer: empty text after reasoning")
-    kind = task.answer_type
     if kind == "choice":
-        letter = extract_choice(ans, len(item.choices or LETTERS))
+        letter = extract_choice(ans, num_choices or len(LETTERS))
         if letter is None:
             return Grade(False, None, "no choice letter found")
-        ok = letter == item.answer
-        return Grade(ok, letter, "correct" if ok else f"chose {letter}, gold {item.answer}")
+        ok = letter == gold
+        return Grade(ok, letter, "correct" if ok else f"chose {letter}, gold {gold}")
     if kind == "number":
         num = extract_number(ans)
         if num is None:
             return Grade(False, None, "no number found")
-        ok = _numbers_equal(num, item.answer)
+        ok = _numbers_equal(num, gold)
         if ok is None:
-            ok, _ = math_equal(item.answer, num)
-        return Grade(bool(ok), num, "correct" if ok else f"{num} != {item.answer}")
+            ok, _ = math_equal(gold, num)
+        return Grade(bool(ok), num, "correct" if ok else f"{num} != {gold}")
     if kind == "math":
-        ok, extracted = math_equal(item.answer, ans)
+        ok, extracted = math_equal(gold, ans)
         if extracted is None:
             return Grade(False, None, "no expression found")
-        return Grade(ok, extracted, "correct" if ok else f"{extracted} != {item.answer}")
-    if kind == "countdown":
-        from steiner.countdown import check_answer
+        return Grade(ok, extracted, "correct" if ok else f"{extracted} != {gold}")
+    if kind == "text":
+        norm = normalize_text(ans)
+        ok = norm == normalize_text(gold)
+        return Grade(ok, norm, "correct" if ok else "text differs")
+    return get_domain(kind).grade({"answer": gold, **(record or {})}, ans)
 
-        expr = extract_expression(ans)
-        if expr is None:
-            return Grade(False, None, "no expression found")
-        if item.numbers is None or item.target is None:
-            return Grade(False, expr, "the question has no numbers/target")
-        res = check_answer(expr, list(item.numbers), int(item.target))
-        key = re.sub(r"\s+", "", expr)
-        return Grade(bool(res.ok), key, "correct" if res.ok else res.reason)
-    norm = normalize_text(ans)
-    ok = norm == normalize_text(item.answer)
-    return Grade(ok, norm, "correct" if ok else "text differs")
 
+def answer_kind(record: dict[str, Any]) -> str:
+    """The answer kind of a question record: its domain's (Countdown: "countdown"), else its
+    ``answer_type`` field, else "choice" when it has ``choices``, "math" when the gold answer holds a
+    digit or LaTeX, else "text"."""
+    dom = domain_for(record)
+    if dom.answer_type:
+        return dom.answer_type
+    if record.get("answer_type"):
+        return str(record["answer_type"])
+    if record.get("choices"):
+        return "choice"
+    return "math" if re.search(r"[\d\\^]", str(record.get("answer", ""))) else "text"
+
+
+def grade_record(record: dict[str, Any], completion: str | None) -> Grade:
+    """Grade a completion (or just its answer text) of a question record -- RL and synthesis use this.
+
+    A "choice" record's gold may be the letter or the text of one of its ``choices``.
+    """
+    kind = answer_kind(record)
+    gold = str(record.get("answer", "")).strip()
+    choices = record.get("choices") or None
+    if kind == "choice" and choices and gold not in LETTERS[: len(choices)]:
+        texts = [str(c).strip() for c in choices]
+        gold = LETTERS[texts.index(gold)] if gold in texts else gold
+    ans = None if completion is None else answer_text(completion)
+    return grade_answer(kind, gold, ans, record=record, num_choices=len(choices) if choices else None)
+
+
+def grade(task: Any, item: Any, completion: str) -> Grade:
+    """Grade one evaluation completion (full text with reasoning tokens, or an endpoint's answer
+    ``content``): ``task.answer_type`` is the kind; ``item`` an `steiner.eval.tasks.EvalItem`."""
+    record = {**(item.record or {}), "id": item.id, "answer": item.answer}
+    if item.numbers is not None:
+        record["numbers"] = list(item.numbers)
+    if item.target is not None:
+        record["target"] = item.target
+    return grade_answer(task.answer_type, item.answer, answer_text(completion), record=record,
+                        num_choices=len(item.choices) if item.choices else None)

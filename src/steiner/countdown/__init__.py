@@ -1,7 +1,10 @@
 """Countdown, the embedded demo domain: problems, an exact solver, an answer checker, the step writer
-and the built-in teacher. Reach a target from given numbers with + - * /, each number at most once."""
+and the built-in teacher. Reach a target from given numbers with + - * /, each number at most once.
+
+Importing this package registers `CountdownDomain` with the domain seam (`steiner.domain`)."""
 
 from steiner.countdown.checker import CheckResult, check_answer
+from steiner.countdown.domain import CountdownDomain
 from steiner.countdown.problems import generate_problems, held_out_targets, parse_question, question_text
 from steiner.countdown.solver import (
     OPS,
@@ -27,10 +30,13 @@ from steiner.countdown.steps import (
     step_key,
     steps_ops,
 )
+from steiner.domain import register
+
+COUNTDOWN = register(CountdownDomain())
 
 __all__ = [
-    "OPS", "CheckResult", "Op", "State", "answer_from_steps", "apply_op", "check_answer",
-    "dead_end_reflection", "expression", "generate_problems", "moves", "op_step", "ops_steps",
+    "COUNTDOWN", "OPS", "CheckResult", "CountdownDomain", "Op", "State", "answer_from_steps", "apply_op",
+    "check_answer", "dead_end_reflection", "expression", "generate_problems", "moves", "op_step", "ops_steps",
     "parse_op", "parse_question", "parse_state", "question_text", "reachable", "shortest_solution",
     "solvable", "solve", "state_key", "state_of", "step_key", "steps_ops", "held_out_targets",
 ]

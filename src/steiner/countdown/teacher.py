@@ -26,8 +26,8 @@ from steiner.countdown.steps import (
     step_key,
     steps_ops,
 )
+from steiner.domain.teacher import Question, Revealed
 from steiner.format import Step
-from steiner.synth.teacher import Question, Revealed
 
 
 def problem_of(q: Question) -> tuple[list[int], int]:

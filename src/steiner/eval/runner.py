@@ -15,10 +15,10 @@ from typing import Any
 
 from steiner.config import ConfigError, check_range, opt, to_dict
 from steiner.eval.backends import EndpointBackend, GenSettings, LocalBackend, Output, Request
-from steiner.eval.grading import grade
 from steiner.eval.metrics import per_question, summarize
 from steiner.eval.tasks import EvalItem, TaskSpec, load_items, resolve_task
 from steiner.format import parse
+from steiner.grading import grade
 
 
 @dataclass

@@ -21,9 +21,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from steiner.grading import LETTERS
+
 AnswerType = Literal["choice", "number", "math", "countdown", "text"]
 ANSWER_TYPES: tuple[str, ...] = ("choice", "number", "math", "countdown", "text")
-LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 
 CHOICE_PROMPT = "{question}\n\n{choices}\n\nAnswer with the letter."
 DEFAULT_PROMPT = "{question}"
