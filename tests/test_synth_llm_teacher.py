@@ -186,7 +186,12 @@ def test_three_calls_parse_into_steps(servers):
     assert all(s.meta["teacher"] == "openai:scripted-model" for s in ref + fwd + rev.steps)
     assert srv.count == 3 and t.stats.requests == 3 and t.stats.retries == 0
     body = srv.bodies[1]
-    assert body["model"] == "scripted-model" and body["seed"] == 3 and body["max_tokens"] == 1024
+    assert body["model"] == "scripted-model" and body["seed"] == 3 and body["max_tokens"] == 4096
+    # structured output: each call sends the JSON Schema of its own reply
+    fmt = [b["response_format"] for b in srv.bodies]
+    assert [f["type"] for f in fmt] == ["json_schema"] * 3
+    assert [f["json_schema"]["name"] for f in fmt] == ["steiner_reference", "steiner_forward", "steiner_reveal"]
+    assert fmt[2]["json_schema"]["schema"]["properties"]["returns_to"] == {"type": ["integer", "null"]}
     # the answer is hidden from forward, shown to reveal
     assert Q.answer not in json.dumps(srv.bodies[1]) and Q.answer in json.dumps(srv.bodies[2])
 

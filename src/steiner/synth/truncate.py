@@ -52,10 +52,26 @@ def read_jsonl(path: str | Path) -> list[dict]:
 
 
 def _drop_partial_line(path: Path) -> None:
-    if path.exists() and path.stat().st_size:
-        data = path.read_bytes()
-        if not data.endswith(b"\n"):
-            path.write_bytes(data[: data.rfind(b"\n") + 1])
+    """Cut a partial last line (an interrupted write) off ``path`` in place: nothing else is rewritten."""
+    if not path.exists():
+        return
+    with path.open("r+b") as fh:
+        end = fh.seek(0, 2)
+        if not end:
+            return
+        fh.seek(end - 1)
+        if fh.read(1) == b"\n":
+            return
+        pos = end
+        while pos > 0:  # scan back in blocks for the last newline
+            start = max(0, pos - 65536)
+            fh.seek(start)
+            idx = fh.read(pos - start).rfind(b"\n")
+            if idx >= 0:
+                fh.truncate(start + idx + 1)
+                return
+            pos = start
+        fh.truncate(0)
 
 
 def compose(prefix: list[Step], attempt: list[Step], revealed: Revealed, provenance: dict) -> list[Step]:
