@@ -100,13 +100,13 @@ def test_user_questions_with_given_reference_steps(tmp_path, tok_dir):
 def test_bad_questions_file_names_the_column_and_file(tmp_path):
     bad = tmp_path / "bad.jsonl"
     bad.write_text(json.dumps({"id": 1, "question": "2+2?", "answer": "4"}) + "\n" + json.dumps({"id": 2, "question": "x"}) + "\n")
-    with pytest.raises(ValueError, match=r"bad\.jsonl: line 2 has no 'answer' column"):
+    with pytest.raises(ValueError, match=r"bad\.jsonl: line 2 has no 'answer' field"):
         load_questions(bad)
     bad.write_text("{not json\n")
     with pytest.raises(ValueError, match=r"bad\.jsonl: line 1 is not valid JSON"):
         load_questions(bad)
     bad.write_text(json.dumps({"id": 1, "question": "q", "answer": "a", "steps": [{"name": "x", "decision": "maybe"}]}))
-    with pytest.raises(ValueError, match="column 'steps'"):
+    with pytest.raises(ValueError, match="question '1': field 'steps'"):
         load_questions(bad)
     with pytest.raises(FileNotFoundError, match="nope.jsonl"):
         load_questions(tmp_path / "nope.jsonl")

@@ -102,34 +102,26 @@ class SynthConfig:
 
 
 def load_questions(path: str | Path) -> tuple[list[dict], dict[str, tuple[list, str]]]:
-    """Question records of a JSONL file and the reference paths some of them carry.
+    """Question records of a JSONL file (`steiner.domain.read_questions`) and the reference paths some
+    of them carry in ``steps`` (+ ``final_answer``).
 
-    Raises ValueError naming the file, the line and the missing column.
+    Raises ValueError naming the file, the line (or question) and the bad field.
     """
+    from steiner.domain import read_questions
     from steiner.format import ReasoningPath, step_from_dict, validate
-    from steiner.jsonl import iter_records
 
-    p = Path(path)
-    records, refs, ids = [], {}, set()
-    for where, rec in iter_records(p, "questions"):
-        for col in ("id", "question", "answer"):
-            if col not in rec or rec[col] in (None, ""):
-                raise ValueError(f"{where} has no '{col}' column (need id, question, answer)")
-        rec["id"] = str(rec["id"])
-        if rec["id"] in ids:
-            raise ValueError(f"{where}: duplicate id {rec['id']!r}")
-        ids.add(rec["id"])
+    records, refs = [], {}
+    for rec in read_questions(path):
         if rec.get("steps"):
             try:
                 steps = [step_from_dict(s) for s in rec["steps"]]
                 final = str(rec.get("final_answer") or rec["answer"])
                 validate(ReasoningPath(steps, final))
-            except Exception as e:  # noqa: BLE001 - re-raised naming the file and line
-                raise ValueError(f"{where}: column 'steps' is not a valid reasoning path: {e}") from e
+            except Exception as e:  # noqa: BLE001 - re-raised naming the file and question
+                raise ValueError(f"{path}: question {rec['id']!r}: field 'steps' is not a valid reasoning path: "
+                                 f"{e}") from e
             refs[rec["id"]] = (steps, final)
         records.append({k: v for k, v in rec.items() if k not in ("steps", "final_answer")})
-    if not records:
-        raise ValueError(f"{p}: no questions")
     return records, refs
 
 

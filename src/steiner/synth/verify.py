@@ -1,10 +1,9 @@
 """Checks of the step records a teacher wrote, before they become DAGs and training paths.
 
-Answers are compared with the project's one grader (`steiner.eval.grading.grade`): math-verify for
-math (and numbers), choice letters for multiple choice, Countdown's exact checker for Countdown,
-normalised exact match for the rest. The answer kind of a question is its ``answer_type`` column when
-given, else "choice" when it has ``choices``, "countdown" for a Countdown question, "math" when the
-gold answer holds a digit or LaTeX, else "text".
+Answers are compared with the project's one grader (`steiner.grading.grade_record`): math-verify for
+math (and numbers), choice letters for multiple choice, the domain's own grader (Countdown), normalised
+exact match for the rest; the answer kind comes from the question record (`steiner.grading.answer_kind`).
+Whether a state is a dead end is the domain's call (`steiner.domain.Domain.dead_state`).
 
 Per record (`Verifier.check` -> `Verdict`, its ``outcome`` counted in stats.json):
 
@@ -48,21 +47,6 @@ class Verdict:
     mark: str | None = None
 
 
-def answer_kind(question: dict) -> str:
-    """The grader's answer type for a question record (see the module docstring)."""
-    from steiner.synth.domain import countdown_problem
-
-    kind = question.get("answer_type")
-    if kind:
-        return str(kind)
-    if question.get("choices"):
-        return "choice"
-    if countdown_problem(question) is not None:
-        return "countdown"
-    gold = str(question.get("answer", ""))
-    return "math" if re.search(r"[\d\\^]", gold) else "text"
-
-
 def cites_answer(text: str) -> str | None:
     """The phrase of ``text`` that cites a given or revealed answer, or None."""
     m = _CITES.search(text or "")
@@ -73,42 +57,28 @@ class Verifier:
     """The checks of one question's step records (see the module docstring)."""
 
     def __init__(self, question: dict) -> None:
-        from steiner.eval.grading import grade  # the one grader
-        from steiner.eval.tasks import LETTERS, EvalItem, TaskSpec
-        from steiner.synth.domain import countdown_problem
+        from steiner.domain import domain_for
+        from steiner.grading import answer_kind
 
         self.question = question
         self.kind = answer_kind(question)
-        self.problem = countdown_problem(question) if self.kind == "countdown" else None
-        choices = question.get("choices") or None
-        gold = str(question["answer"])
-        if self.kind == "choice" and choices and gold not in LETTERS[: len(choices)]:
-            texts = [str(c) for c in choices]
-            gold = LETTERS[texts.index(gold)] if gold in texts else gold
-        self._task = TaskSpec("synth", self.kind, choices_column="choices" if self.kind == "choice" else None)
-        numbers, target = self.problem if self.problem else (None, None)
-        self._item = EvalItem(str(question.get("id", "")), "", gold, choices=choices, numbers=numbers,
-                              target=target)
-        self._grade = grade
+        self.domain = domain_for(question)
         self._cache: dict[str, bool] = {}
 
     def correct(self, answer: str | None) -> bool:
         """Whether ``answer`` matches the gold answer (by the one grader)."""
+        from steiner.grading import grade_record
+
         if answer is None or not str(answer).strip():
             return False
         answer = str(answer)
         if answer not in self._cache:
-            self._cache[answer] = self._grade(self._task, self._item, answer).correct
+            self._cache[answer] = grade_record(self.question, answer).correct
         return self._cache[answer]
 
     def _dead_state(self, steps: list[Step]) -> bool | None:
-        """Countdown: whether the state after ``steps`` cannot reach the target (None: not Countdown/unknown)."""
-        if self.problem is None or not steps:
-            return None
-        from steiner.countdown import parse_state, solvable, step_key
-
-        state = parse_state(step_key(steps[-1]))
-        return None if state is None else not solvable(state, self.problem[1])
+        """Whether the state after ``steps`` cannot lead to the answer (None: the domain cannot tell)."""
+        return self.domain.dead_state(self.question, steps[-1]) if steps else None
 
     def check(self, record: dict) -> Verdict:
         """The verdict on one ``steps.jsonl`` record."""
