@@ -16,7 +16,7 @@ import argparse
 
 def main() -> None:
     from steiner.demo import DemoConfig, resolve, run
-    from steiner.demo_report import study_rows, sweep_rows
+    from steiner.demo.report import study_rows, sweep_rows
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default="steiner-demo")

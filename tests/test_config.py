@@ -1,4 +1,4 @@
-"""Config dataclasses from YAML and flags; the resumable stage pipeline."""
+"""Config dataclasses from YAML and flags."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ from typing import Literal
 import pytest
 
 from steiner.config import ConfigError, add_arguments, check_range, config_from_args, load_config, opt
-from steiner.pipeline import Pipeline
 
 
 @dataclass
@@ -62,43 +61,3 @@ def test_mutable_defaults_are_per_instance():
     a, b = Demo(), Demo()
     a.flags.append(9)
     assert b.flags == [1, 2]
-
-
-def test_pipeline_skips_finished_stages_and_reruns_changed_ones(tmp_path):
-    calls = []
-
-    def stage(d):
-        calls.append(d.name)
-        (d / "out.txt").write_text("x")
-        return {"n": len(calls)}
-
-    Pipeline(tmp_path).run("a", {"k": 1}, stage)
-    again = Pipeline(tmp_path)
-    assert again.run("a", {"k": 1}, stage) == {"n": 1} and again.records[0].skipped
-    assert calls == ["a"]
-    Pipeline(tmp_path).run("a", {"k": 2}, stage)
-    assert calls == ["a", "a"]
-
-
-def test_pipeline_failed_stage_is_rerun(tmp_path):
-    def boom(d):
-        raise RuntimeError("interrupted")
-
-    with pytest.raises(RuntimeError):
-        Pipeline(tmp_path).run("a", {}, boom)
-    assert Pipeline(tmp_path).run("a", {}, lambda d: {"ok": True}) == {"ok": True}
-
-
-def test_pipeline_reruns_stages_downstream_of_a_change(tmp_path):
-    calls = []
-
-    def stage(d):
-        calls.append(d.name)
-
-    p = Pipeline(tmp_path)
-    p.run("a", {"k": 1}, stage)
-    p.run("b", {}, stage)
-    p = Pipeline(tmp_path)
-    p.run("a", {"k": 2}, stage)
-    p.run("b", {}, stage)  # same config, but upstream changed
-    assert calls == ["a", "b", "a", "b"]

@@ -1,18 +1,27 @@
-"""A resumable sequence of named stages: each records its config, seed, versions and wall time, and a
-rerun skips stages whose output is already complete for the same config."""
+"""A resumable sequence of named stages, each keyed by everything it runs with.
+
+A stage is ``run(name, config, fn)``: ``config`` is the full config the stage runs with (a config
+dataclass, or a dataclass/dict bundling several) and ``fn(config, stage_dir)`` does the work from it.
+The stage's resume key is a digest of that whole config plus the digests of its inputs -- the earlier
+stages whose folders the config points into (and any named in ``after``) -- so changing any option of
+a stage reruns it and every stage that reads its output, and nothing else. A stage is complete when
+``root/NAME/stage.json`` holds its key; a rerun skips it.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import platform
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 DONE_FILE = "stage.json"
+OUT = "<out>"  # how a path under the pipeline's root is spelled in a key, so a moved folder still resumes
 
 
 def versions() -> dict[str, str]:
@@ -54,58 +63,108 @@ def hardware() -> dict[str, Any]:
     return info
 
 
-def _digest(config: dict[str, Any]) -> str:
-    return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:16]
+def stage_key(config: Any, root: Path) -> Any:
+    """``config`` as plain JSON data: dataclasses (nested too) as dicts, paths as strings, and every
+    path under ``root`` written relative to it as ``<out>/...``."""
+    prefix = str(root).rstrip("/") + "/"
+    if dataclasses.is_dataclass(config) and not isinstance(config, type):
+        return {f.name: stage_key(getattr(config, f.name), root) for f in dataclasses.fields(config)}
+    if isinstance(config, dict):
+        return {str(k): stage_key(v, root) for k, v in config.items()}
+    if isinstance(config, list | tuple):
+        return [stage_key(v, root) for v in config]
+    if isinstance(config, Path):
+        config = str(config)
+    if isinstance(config, str) and (config == prefix[:-1] or config.startswith(prefix)):
+        return OUT + config[len(prefix) - 1:]
+    if config is None or isinstance(config, bool | int | float | str):
+        return config
+    raise TypeError(f"stage config value {config!r} ({type(config).__name__}) is not plain data")
+
+
+def referenced_stages(key: Any) -> set[str]:
+    """Names of the folders under the root (``<out>/NAME/...``) that a stage key points into."""
+    if isinstance(key, dict):
+        return set().union(*(referenced_stages(v) for v in key.values()))
+    if isinstance(key, list):
+        return set().union(*(referenced_stages(v) for v in key))
+    if isinstance(key, str) and key.startswith(OUT + "/"):
+        return {key[len(OUT) + 1:].split("/", 1)[0]}
+    return set()
+
+
+def _digest(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:16]
 
 
 @dataclass
 class StageRecord:
     name: str
-    config: dict[str, Any]
+    config: Any
     seconds: float
     result: dict[str, Any] = field(default_factory=dict)
     skipped: bool = False
     digest: str = ""
+    inputs: list[str] = field(default_factory=list)
 
 
 @dataclass
 class Pipeline:
-    """Runs stages under ``root``; stage ``name`` keeps its marker in ``root/name/stage.json``."""
+    """Runs stages under ``root``; stage ``name`` works in ``root/name`` and keeps its marker there."""
 
     root: Path
     on_start: Callable[[str], None] | None = None
     records: list[StageRecord] = field(default_factory=list)
 
-    def result(self, name: str) -> dict[str, Any]:
-        """The result of a stage run (or skipped) earlier in this pipeline."""
+    def __post_init__(self) -> None:
+        self.root = Path(self.root)
+
+    def dir(self, name: str) -> Path:
+        """The folder of stage ``name``."""
+        return self.root / name
+
+    def record(self, name: str) -> StageRecord:
+        """The record of a stage run (or skipped) earlier in this pipeline."""
         for rec in self.records:
             if rec.name == name:
-                return rec.result
-        raise KeyError(f"stage {name!r} has not run")
+                return rec
+        raise KeyError(f"stage {name!r} has not run in this pipeline")
 
-    def run(self, name: str, config: dict[str, Any], fn: Callable[[Path], dict[str, Any] | None]) -> dict[str, Any]:
-        """Run ``fn(stage_dir)`` unless a complete run with the same config is already on disk."""
-        stage_dir = self.root / name
+    def result(self, name: str) -> dict[str, Any]:
+        """The result of a stage run (or skipped) earlier in this pipeline."""
+        return self.record(name).result
+
+    def run(self, name: str, config: Any, fn: Callable[[Any, Path], dict[str, Any] | None], *,
+            after: Iterable[str] = ()) -> dict[str, Any]:
+        """Run ``fn(config, stage_dir)`` unless a complete run with the same key is already on disk.
+
+        ``after`` names earlier stages this one depends on in ways its config's paths do not show.
+        """
+        key = stage_key(config, self.root)
+        done_names = {r.name for r in self.records}
+        inputs = sorted((referenced_stages(key) & done_names | set(after)) - {name})
+        # a stage is only as fresh as the stages it reads: their digests are part of its own
+        digest = _digest({"config": key, "inputs": {n: self.record(n).digest for n in inputs}})
+        stage_dir = self.dir(name)
         marker = stage_dir / DONE_FILE
-        # a stage is only as fresh as the stages before it: their digests are part of its own
-        digest = _digest({"config": config, "upstream": [r.digest for r in self.records]})
         if marker.is_file():
             try:
                 done = json.loads(marker.read_text())
             except json.JSONDecodeError:
                 done = {}
             if done.get("digest") == digest:
-                rec = StageRecord(name, config, done.get("seconds", 0.0), done.get("result", {}), skipped=True,
-                                  digest=digest)
+                rec = StageRecord(name, key, done.get("seconds", 0.0), done.get("result", {}), skipped=True,
+                                  digest=digest, inputs=inputs)
                 self.records.append(rec)
                 return rec.result
         if self.on_start:
             self.on_start(name)
         stage_dir.mkdir(parents=True, exist_ok=True)
+        marker.unlink(missing_ok=True)  # an interrupted rerun must not leave the old marker looking complete
         t0 = time.perf_counter()
-        result = fn(stage_dir) or {}
+        result = fn(config, stage_dir) or {}
         seconds = time.perf_counter() - t0
-        marker.write_text(json.dumps({"digest": digest, "config": config, "seconds": seconds, "result": result},
-                                     indent=2, default=str))
-        self.records.append(StageRecord(name, config, seconds, result, digest=digest))
+        marker.write_text(json.dumps({"digest": digest, "inputs": inputs, "config": key, "seconds": seconds,
+                                      "result": result}, indent=2, default=str))
+        self.records.append(StageRecord(name, key, seconds, result, digest=digest, inputs=inputs))
         return result

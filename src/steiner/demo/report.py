@@ -1,12 +1,15 @@
-"""The demo's report: Markdown and HTML with tables and plots, and the terminal summary table."""
+"""The demo's report: report.md and report.html (tables, plots) under the output folder, and the terminal summary."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from steiner.report import Series, markdown_table, plot, write_html
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 STUDY = [
     ("a_sft_optimal", "(a) SFT on optimal paths only"),
@@ -67,7 +70,6 @@ def sweep_rows(summary: dict[str, Any]) -> list[dict[str, Any]]:
 
 def write_report(root: Path, summary: dict[str, Any]) -> Path:
     """Write report.md and report.html (plots inlined) under ``root``; return the HTML path."""
-    images: list[str] = []
     md = ["# steiner demo report", ""]
     hw = summary["hardware"]
     md += [f"Ran on {hw.get('cpu', 'unknown CPU')} ({hw.get('cpu_count')} cores, {hw.get('memory_gib')} GiB, "
@@ -101,12 +103,10 @@ def write_report(root: Path, summary: dict[str, Any]) -> Path:
             p = plot(root / "sweep_scaling.png", [Series([x for x, _ in bounded], [r["pass@1"] for _, r in bounded],
                                                           label="pass@1")],
                      xlabel="allowed reasoning steps (max_steps)", ylabel="pass@1", title="inference-time scaling")
-            images.append(str(p.relative_to(root)))
             md += [f"![scaling]({p.relative_to(root)})", ""]
-        for png in _result(summary, "sweep").get("plots", []):
-            rel = Path(png)
-            rel = rel if not rel.is_absolute() else rel.relative_to(root) if rel.is_relative_to(root) else rel
-            md += [f"![sweep]({rel})", ""]
+        for png in _result(summary, "sweep").get("plots", []):  # file names in the sweep's folder
+            rel = Path("sweep") / Path(png).name
+            md += [f"![{rel.stem.replace('_', ' ')}]({rel.as_posix()})", ""]
     mt = _result(summary, "multiturn")
     if mt:
         md += ["## Multi-turn", "", "Accuracy on a question asked alone, and asked as a follow-up after an earlier "
@@ -136,9 +136,9 @@ def write_report(root: Path, summary: dict[str, Any]) -> Path:
     return write_html(root / "report.html", text, title="steiner demo report")
 
 
-def print_summary(summary: dict[str, Any]) -> None:
-    """A summary table in the terminal."""
-    from rich.console import Console
+def print_summary(summary: dict[str, Any], console: Console | None = None) -> None:
+    """A summary table in the terminal (on ``console``, default rich's own)."""
+    import rich
     from rich.table import Table
 
     table = Table(title=f"steiner demo: {summary['wall_seconds'] / 60:.1f} min, report in {summary['config']['out']}/report.html")
@@ -157,4 +157,4 @@ def print_summary(summary: dict[str, Any]) -> None:
     fit = _result(summary, "probe").get("fit") or {}
     if fit:
         table.add_row("latency probe", f"{fit.get('verdict')} (R^2 {fit.get('r2', 0):.3f})")
-    Console().print(table)
+    (console or rich.get_console()).print(table)

@@ -1,34 +1,261 @@
-"""Demo stages that are more than one library call: the multi-turn check, and serve + probe."""
+"""The demo's stages: for each, a builder of the full config it runs with, and a runner.
+
+A builder (``synth``, ``cpt``, ``evaluate`` ...) turns the DemoConfig into the stage's own config: a
+library config dataclass (``CPTConfig``, ``EvalConfig`` ...) or a small dataclass below bundling what a
+stage of several calls needs. The pipeline keys the stage on all of it. A runner (``run_synth``,
+``run_cpt`` ...) gets that config and the stage folder and uses nothing else, so the key cannot miss
+an option the stage depends on.
+"""
 
 from __future__ import annotations
 
+import json
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from steiner.synth.pipeline import SynthConfig
+from steiner.eval.runner import EvalConfig
+from steiner.eval.sweep import SweepConfig
+from steiner.modeling import TinyModelConfig
+from steiner.probe import ProbeConfig
+from steiner.serve.config import ServeConfig
+from steiner.train.cpt import CPTConfig
+from steiner.train.rl import RLConfig
+from steiner.train.sft import SteinerSFTConfig
+
+if TYPE_CHECKING:
+    from steiner.demo import DemoConfig
 
 
-def multiturn(out: Path, model_dir: Path, data: Path, cfg: Any) -> dict[str, Any]:
-    """Accuracy on a question asked alone vs. the same question asked as a follow-up.
+def _summary(out: Path) -> dict[str, Any]:
+    """A training stage's result: the model folder and its run summary (without the config and log)."""
+    from steiner.train.common import SUMMARY_FILE
 
-    The follow-up conversation holds an earlier question and the model's own answer to it, whose
-    reasoning the chat template collapses to step summaries, as a client sending the turn back would.
+    f = Path(out) / SUMMARY_FILE
+    res = json.loads(f.read_text()) if f.is_file() else {}
+    res.pop("config", None)
+    res.pop("metrics", None)
+    return {"model": str(out), **res}
+
+
+# ---------------------------------------------------------------- synthesis
+
+
+@dataclass
+class SynthStage:
+    """`steiner synth` with the built-in teacher, then the split into DAG and optimal-only path files."""
+
+    synth: SynthConfig
+    multiturn_fraction: float = 0.15  # share of SFT records that get an earlier turn as history
+    split_seed: int = 0
+
+
+def synth(cfg: DemoConfig, out: Path) -> SynthStage:
+    return SynthStage(
+        synth=SynthConfig(out=str(out), problems=cfg.problems, test_problems=cfg.test_problems,
+                          num_numbers=cfg.num_numbers, number_range=cfg.number_range,
+                          target_range=cfg.target_range, seed=cfg.seed, cuts=cfg.cuts,
+                          paths_per_dag=cfg.paths_per_dag, tokenizer="qwen2.5"),
+        split_seed=cfg.seed)
+
+
+def run_synth(c: SynthStage, out: Path) -> dict[str, Any]:
+    from steiner.synth.pipeline import main as synth_main
+
+    synth_main(c.synth)
+    split_paths(out, c.split_seed, c.multiturn_fraction)
+    return json.loads((out / "stats.json").read_text())
+
+
+def split_paths(data: Path, seed: int, multiturn_fraction: float = 0.15) -> None:
+    """Write paths_dag.jsonl (DAG walks with backtracks) and paths_optimal.jsonl (shortest paths only).
+
+    A ``multiturn_fraction`` of the records in each file get an earlier turn (another question's optimal
+    path) as ``history``, so the model sees conversations whose earlier reasoning is collapsed to
+    summaries.
     """
-    import json
+    import random
 
-    from steiner.eval.grading import grade
+    by_source: dict[str, list[dict[str, Any]]] = {}
+    for line in (data / "paths.jsonl").read_text().splitlines():
+        rec = json.loads(line)
+        by_source.setdefault(rec["source"], []).append(rec)
+    optimal = by_source.get("optimal", [])
+    rng = random.Random(seed)
+    for name, recs in (("paths_dag.jsonl", by_source.get("dag", []) + by_source.get("reference", [])),
+                       ("paths_optimal.jsonl", optimal)):
+        lines = []
+        for rec in recs:
+            if optimal and rng.random() < multiturn_fraction:
+                prev = rng.choice(optimal)
+                if prev["question_id"] != rec["question_id"]:
+                    rec = {**rec, "history": [{k: prev[k] for k in ("question", "steps", "final_answer")}]}
+            lines.append(json.dumps(rec))
+        (data / name).write_text("\n".join(lines) + "\n")
+
+
+# ---------------------------------------------------------------- tokenizer + base model
+
+
+@dataclass
+class BaseStage:
+    """A BPE tokenizer trained on the corpus (plus the reasoning tokens) and a model built from a config."""
+
+    corpus: list[str]  # JSONL files whose questions and rendered paths train the tokenizer
+    cpt_docs: int  # plain arithmetic documents written for CPT (they train the tokenizer too)
+    seed: int
+    vocab_size: int
+    model: TinyModelConfig = field(default_factory=TinyModelConfig)
+
+
+def base(cfg: DemoConfig, data: Path) -> BaseStage:
+    return BaseStage(corpus=[str(data / "paths.jsonl"), str(data / "problems.jsonl")], cpt_docs=cfg.cpt_docs,
+                     seed=cfg.seed, vocab_size=cfg.vocab_size,
+                     model=TinyModelConfig(hidden_size=cfg.hidden_size, num_layers=cfg.num_layers, num_heads=4,
+                                           intermediate_size=cfg.hidden_size * 4, max_position_embeddings=2048,
+                                           seed=cfg.seed))
+
+
+def _tokenizer_texts(files: list[str]) -> list[str]:
+    from steiner.format import path_from_dict, render
+    from steiner.jsonl import iter_records
+
+    texts = []
+    for name in files:
+        for _, rec in iter_records(name):
+            texts.append(rec["question"])
+            if "steps" in rec:
+                texts.append(render(path_from_dict(rec)))
+    return texts
+
+
+def run_base(c: BaseStage, out: Path) -> dict[str, Any]:
+    from steiner.config import to_dict
+    from steiner.countdown.text import arithmetic_documents
+    from steiner.modeling import build_model
+    from steiner.tokenizer import train_tokenizer
+
+    docs = arithmetic_documents(c.cpt_docs, c.seed)
+    (out / "arithmetic.txt").write_text("\n\n".join(docs) + "\n")
+    tok = train_tokenizer(_tokenizer_texts(c.corpus) + docs, vocab_size=c.vocab_size)
+    model = build_model(tok, c.model)
+    model.save_pretrained(out / "model")
+    tok.save_pretrained(out / "model")
+    return {"vocab": len(tok), "params": sum(p.numel() for p in model.parameters()), "model": to_dict(c.model)}
+
+
+# ---------------------------------------------------------------- training
+
+
+def cpt(cfg: DemoConfig, out: Path, *, model: Path, paths: Path, text: Path) -> CPTConfig:
+    return CPTConfig(model=str(model), output_dir=str(out), seed=cfg.seed, paths_files=[str(paths)],
+                     text_files=[str(text)], reasoning_ratio=0.5, num_epochs=cfg.cpt_epochs, max_length=512,
+                     per_device_batch_size=8, learning_rate=1e-3, warmup_ratio=0.05, save_steps=10_000,
+                     logging_steps=20)
+
+
+def run_cpt(c: CPTConfig, out: Path) -> dict[str, Any]:
+    from steiner.train.cpt import main as cpt_main
+
+    return _summary(cpt_main(c))
+
+
+def sft(cfg: DemoConfig, out: Path, *, model: Path, paths: Path, max_steps: int = -1) -> SteinerSFTConfig:
+    return SteinerSFTConfig(model=str(model), output_dir=str(out), seed=cfg.seed, paths_files=[str(paths)],
+                            num_epochs=cfg.sft_epochs, max_steps=max_steps, max_length=cfg.sft_max_length,
+                            per_device_batch_size=8, learning_rate=1e-3, warmup_ratio=0.05, save_steps=10_000,
+                            logging_steps=20)
+
+
+def run_sft(c: SteinerSFTConfig, out: Path) -> dict[str, Any]:
+    from steiner.train.sft import main as sft_main
+
+    return _summary(sft_main(c))
+
+
+def rl(cfg: DemoConfig, out: Path, *, mode: str, model: Path, data: Path) -> RLConfig:
+    return RLConfig(model=str(model), output_dir=str(out), seed=cfg.seed, mode=mode,
+                    questions=str(data / "problems.jsonl"), dags=str(data / "dags.jsonl"),
+                    num_generations=cfg.rl_group, questions_per_step=cfg.rl_questions, max_steps=cfg.rl_steps,
+                    max_new_tokens=cfg.max_new_tokens, temperature=1.0, learning_rate=cfg.rl_learning_rate,
+                    per_device_batch_size=16, save_steps=10_000, logging_steps=1, kl_coef=0.02,
+                    max_reasoning_steps=cfg.rl_max_steps)
+
+
+def run_rl(c: RLConfig, out: Path) -> dict[str, Any]:
+    from steiner.train.rl import main as rl_main
+
+    return _summary(rl_main(c))
+
+
+# ---------------------------------------------------------------- evaluation
+
+
+def evaluate(cfg: DemoConfig, out: Path, *, model: Path, data: Path, min_steps: int = 0,
+             max_steps: int | None = None, format_strict: bool = True) -> EvalConfig:
+    return EvalConfig(task="countdown", data=str(data / "test_problems.jsonl"), model=str(model), n=cfg.eval_n,
+                      temperature=0.7, max_new_tokens=cfg.max_new_tokens, format_strict=format_strict,
+                      min_steps=min_steps, max_steps=max_steps, seed=cfg.seed, out=str(out), batch_size=32)
+
+
+def run_eval(c: EvalConfig, out: Path) -> dict[str, Any]:
+    from steiner.eval.runner import main as eval_main
+
+    rep = eval_main(c)
+    return {k: v for k, v in rep["metrics"].items() if not isinstance(v, list | dict)}
+
+
+def sweep(cfg: DemoConfig, out: Path, *, model: Path, data: Path) -> SweepConfig:
+    return SweepConfig(task="countdown", data=str(data / "test_problems.jsonl"), model=str(model), n=cfg.eval_n,
+                       temperature=0.7, max_new_tokens=cfg.max_new_tokens, format_strict=True, seed=cfg.seed,
+                       out=str(out), batch_size=32,
+                       grid=",".join(f"0:{m}" for m in cfg.sweep_max_steps) + ",0:none")
+
+
+def run_sweep(c: SweepConfig, out: Path) -> dict[str, Any]:
+    from steiner.eval.sweep import main as sweep_main
+
+    rep = sweep_main(c)
+    return {"cells": rep["cells"], "plots": rep.get("plots", [])}  # plot file names in the stage folder
+
+
+@dataclass
+class MultiturnStage:
+    """Accuracy on held-out questions asked alone vs. as a follow-up to another question."""
+
+    model: str
+    data: str  # test_problems.jsonl
+    n: int
+    max_new_tokens: int
+    seed: int
+    temperature: float = 0.7
+    batch_size: int = 32
+
+
+def multiturn(cfg: DemoConfig, *, model: Path, data: Path) -> MultiturnStage:
+    return MultiturnStage(model=str(model), data=str(data / "test_problems.jsonl"), n=cfg.eval_n,
+                          max_new_tokens=cfg.max_new_tokens, seed=cfg.seed)
+
+
+def run_multiturn(c: MultiturnStage, out: Path) -> dict[str, Any]:
+    """The follow-up conversation holds an earlier question and the model's own answer to it, whose
+    reasoning the chat template collapses to step summaries, as a client sending the turn back would."""
+    from steiner.grading import grade
     from steiner.eval.tasks import load_items, resolve_task
     from steiner.format import step_to_dict
     from steiner.infer import generate
     from steiner.tokenizer import load_model, load_tokenizer
 
-    spec = resolve_task("countdown", str(data / "test_problems.jsonl"))
+    spec = resolve_task("countdown", c.data)
     items = load_items(spec)
-    tok, model = load_tokenizer(model_dir), load_model(model_dir)
+    tok, model = load_tokenizer(c.model), load_model(c.model)
     model.eval()
-    kw = {"max_new_tokens": cfg.max_new_tokens, "format_strict": True, "batch_size": 32}
+    kw = {"max_new_tokens": c.max_new_tokens, "format_strict": True, "batch_size": c.batch_size}
     alone = [[{"role": "user", "content": it.prompt}] for it in items]
     firsts = [items[(i + 1) % len(items)] for i in range(len(items))]
     first_turns = generate(model, tok, [[{"role": "user", "content": f.prompt}] for f in firsts],
-                           n=1, temperature=0.0, seed=cfg.seed, **kw)
+                           n=1, temperature=0.0, seed=c.seed, **kw)
     follow = []
     for it, f, (g,) in zip(items, firsts, first_turns, strict=True):
         steps = [step_to_dict(s) for s in g.path.steps if s.decision is not None]
@@ -40,43 +267,60 @@ def multiturn(out: Path, model_dir: Path, data: Path, cfg: Any) -> dict[str, Any
     res: dict[str, Any] = {}
     rows = []
     for name, convs in (("alone", alone), ("follow_up", follow)):
-        gens = generate(model, tok, convs, n=cfg.eval_n, temperature=0.7, seed=cfg.seed, **kw)
+        gens = generate(model, tok, convs, n=c.n, temperature=c.temperature, seed=c.seed, **kw)
         correct = [[grade(spec, it, g.text).correct for g in gs] for it, gs in zip(items, gens, strict=True)]
-        res[name] = sum(map(sum, correct)) / (len(items) * cfg.eval_n)
-        rows += [{"setting": name, "question_id": it.id, "correct": c} for it, c in zip(items, correct, strict=True)]
+        res[name] = sum(map(sum, correct)) / (len(items) * c.n)
+        rows += [{"setting": name, "question_id": it.id, "correct": k} for it, k in zip(items, correct, strict=True)]
     res["difference"] = res["follow_up"] - res["alone"]
     res["questions"] = len(items)
-    res["samples"] = cfg.eval_n
+    res["samples"] = c.n
     (out / "multiturn.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     return res
 
 
-def serve_and_probe(out: Path, model_dir: Path, cfg: Any) -> dict[str, Any]:
-    """Serve the model on loopback, ask it one question with the `openai` client, then probe it."""
-    import json
+# ---------------------------------------------------------------- serving
 
+
+@dataclass
+class ProbeStage:
+    """Serve the model on loopback, ask one question with the `openai` client, then probe the latency."""
+
+    serve: ServeConfig
+    probe: ProbeConfig  # base_url is filled in once the server is up
+    question_file: str  # the example question is its first record
+    max_tokens: int
+    max_steps: int
+
+
+def probe(cfg: DemoConfig, out: Path, *, model: Path, data: Path) -> ProbeStage:
+    return ProbeStage(
+        serve=ServeConfig(model=str(model), served_model_name="steiner-demo", max_batch_size=32),
+        probe=ProbeConfig(model=["steiner-demo"], requests=cfg.probe_requests,
+                          max_tokens=[32, 64, 128, 192, 256, 384], extra_body={"ignore_eos": True},
+                          temperature=1.0, warmup=1, repeats=1, bootstrap=300, seed=cfg.seed, out=str(out)),
+        question_file=str(data / "test_problems.jsonl"), max_tokens=cfg.max_new_tokens,
+        max_steps=cfg.bounded_max_steps)
+
+
+def run_probe(c: ProbeStage, out: Path) -> dict[str, Any]:
     from openai import OpenAI
 
-    from steiner.probe import ProbeConfig
+    from steiner.jsonl import iter_records
     from steiner.probe import main as probe_main
     from steiner.serve.app import create_app
     from steiner.serve.background import BackgroundServer
-    from steiner.serve.config import ServeConfig
 
-    scfg = ServeConfig(model=str(model_dir), served_model_name="steiner-demo", max_batch_size=32)
-    with BackgroundServer(create_app(scfg)) as srv:
+    name = c.serve.served_model_name
+    question = next(iter_records(c.question_file))[1]["question"]
+    with BackgroundServer(create_app(c.serve)) as srv:
         client = OpenAI(base_url=srv.base_url, api_key="none")
-        question = json.loads((Path(cfg.out) / "synth" / "test_problems.jsonl").read_text().splitlines()[0])["question"]
         resp = client.chat.completions.create(
-            model="steiner-demo", messages=[{"role": "user", "content": question}], max_tokens=cfg.max_new_tokens,
-            temperature=0.0, extra_body={"max_steps": cfg.bounded_max_steps, "format_strict": True})
+            model=name, messages=[{"role": "user", "content": question}], max_tokens=c.max_tokens,
+            temperature=0.0, extra_body={"max_steps": c.max_steps, "format_strict": True})
         msg = resp.choices[0].message
         example = {"question": question, "reasoning_content": getattr(msg, "reasoning_content", None),
                    "content": msg.content, "usage": resp.usage.model_dump() if resp.usage else None}
-        probe = probe_main(ProbeConfig(base_url=[srv.base_url], model=["steiner-demo"], requests=cfg.probe_requests,
-                                       max_tokens=[32, 64, 128, 192, 256, 384], extra_body={"ignore_eos": True},
-                                       temperature=1.0, warmup=1, repeats=1, bootstrap=300, seed=cfg.seed,
-                                       out=str(out)))
+        report = probe_main(replace(c.probe, base_url=[srv.base_url]))
     (out / "example.json").write_text(json.dumps(example, indent=2))
-    fit = probe["steiner-demo"]["fit"] or {}
+    fit = report[name]["fit"] or {}
     return {"example": example, "fit": fit, "plot": str(out / "probe.png")}

@@ -1,0 +1,201 @@
+"""The demo's resumable pipeline: each stage is keyed by the full config it runs with and by its inputs."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from steiner.demo.pipeline import Pipeline, referenced_stages, stage_key
+
+
+def _stage(calls):
+    def fn(config, d):
+        calls.append(d.name)
+        (d / "out.txt").write_text("x")
+        return {"n": len(calls)}
+
+    return fn
+
+
+def test_pipeline_skips_finished_stages_and_reruns_changed_ones(tmp_path):
+    calls = []
+    Pipeline(tmp_path).run("a", {"k": 1}, _stage(calls))
+    again = Pipeline(tmp_path)
+    assert again.run("a", {"k": 1}, _stage(calls)) == {"n": 1} and again.records[0].skipped
+    assert calls == ["a"]
+    Pipeline(tmp_path).run("a", {"k": 2}, _stage(calls))
+    assert calls == ["a", "a"]
+
+
+def test_pipeline_failed_stage_is_rerun(tmp_path):
+    def boom(config, d):
+        raise RuntimeError("interrupted")
+
+    with pytest.raises(RuntimeError):
+        Pipeline(tmp_path).run("a", {}, boom)
+    assert Pipeline(tmp_path).run("a", {}, lambda c, d: {"ok": True}) == {"ok": True}
+
+
+def test_an_interrupted_rerun_does_not_leave_the_old_marker(tmp_path):
+    calls = []
+    Pipeline(tmp_path).run("a", {"k": 1}, _stage(calls))
+
+    def boom(config, d):
+        raise RuntimeError("interrupted")
+
+    with pytest.raises(RuntimeError):
+        Pipeline(tmp_path).run("a", {"k": 2}, boom)  # half-written output for k=2
+    Pipeline(tmp_path).run("a", {"k": 1}, _stage(calls))  # k=1 again must not trust the folder
+    assert calls == ["a", "a"]
+
+
+def test_a_stage_reruns_when_a_stage_it_reads_changed_and_only_then(tmp_path):
+    calls = []
+    fn = _stage(calls)
+
+    def stages(k):
+        p = Pipeline(tmp_path)
+        p.run("a", {"k": k}, fn)
+        p.run("b", {"model": str(tmp_path / "a" / "model")}, fn)  # reads a's folder
+        p.run("c", {"m": 1}, fn)  # reads nothing
+        p.run("d", {"m": 1}, fn, after=["a"])  # depends on a without a path
+        return p
+
+    stages(1)
+    p = stages(2)
+    assert calls == ["a", "b", "c", "d", "a", "b", "d"]
+    assert p.record("b").inputs == ["a"] and p.record("c").inputs == [] and p.record("d").inputs == ["a"]
+
+
+@dataclass
+class _Inner:
+    path: Path
+    n: int = 1
+
+
+@dataclass
+class _Outer:
+    inner: _Inner
+    files: list[str]
+    other: str = "/elsewhere/x"
+
+
+def test_stage_key_is_plain_data_with_paths_relative_to_the_root(tmp_path):
+    cfg = _Outer(_Inner(tmp_path / "base" / "model"), [str(tmp_path / "synth" / "p.jsonl"), "rel.txt"])
+    key = stage_key(cfg, tmp_path)
+    assert key == {"inner": {"path": "<out>/base/model", "n": 1},
+                   "files": ["<out>/synth/p.jsonl", "rel.txt"], "other": "/elsewhere/x"}
+    assert referenced_stages(key) == {"base", "synth"}
+    # the same config under another root has the same key: a moved output folder still resumes
+    moved = _Outer(_Inner(tmp_path / "m" / "base" / "model"), [str(tmp_path / "m" / "synth" / "p.jsonl"), "rel.txt"])
+    assert stage_key(moved, tmp_path / "m") == key
+    with pytest.raises(TypeError, match="not plain data"):
+        stage_key({"x": object()}, tmp_path)
+
+
+# ---------------------------------------------------------------- the demo's own stages
+
+
+STAGES_BEFORE_STUDY = ["synth", "base", "cpt", "sft", "eval_sft", "rl_step", "eval_rl_step", "sweep", "multiturn",
+                       "probe"]
+STUDY = ["sft_optimal", "rl_outcome"] + [f"study_{m}_{b}" for m in ("a_sft_optimal", "b_sft_dag", "c_rl_step",
+                                                                     "d_rl_outcome") for b in ("free", "bounded")]
+
+
+@pytest.fixture
+def fake_stages(monkeypatch):
+    """Every stage runner replaced by one that records its call; SFT reports a step count."""
+    from steiner.demo import stages
+
+    calls: list[str] = []
+
+    def fake(config, d):
+        calls.append(d.name)
+        return {"global_step": 7}
+
+    runners = [n for n in dir(stages) if n.startswith("run_")]
+    assert len(runners) == 9
+    for n in runners:
+        monkeypatch.setattr(stages, n, fake)
+    return calls
+
+
+def _run(cfg, calls):
+    from steiner.demo import run_stages
+
+    calls.clear()
+    pipe = Pipeline(Path(cfg.out))
+    run_stages(cfg, pipe)
+    return pipe
+
+
+def _changed(value):
+    if isinstance(value, bool):
+        return not value
+    if isinstance(value, list):
+        return [*value[:-1], value[-1] + 1]
+    return value * 2 if value else 1  # doubled: hidden_size must stay divisible by the heads
+
+
+def _downstream(pipe, names):
+    """``names`` and every stage that reads (transitively) one of them."""
+    out = set(names)
+    for rec in pipe.records:
+        if out & set(rec.inputs):
+            out.add(rec.name)
+    return out
+
+
+def test_every_demo_option_reruns_its_stages_and_those_after_them(tmp_path, fake_stages):
+    from steiner.demo import DemoConfig
+
+    base = DemoConfig(out=str(tmp_path / "demo"))
+    first = _run(base, fake_stages)
+    assert fake_stages == STAGES_BEFORE_STUDY + STUDY
+    _run(base, fake_stages)
+    assert fake_stages == []  # same config: every stage resumes
+    # what each stage reads, from the paths in its config
+    assert first.record("cpt").inputs == ["base", "synth"]
+    assert first.record("sft_optimal").inputs == ["cpt", "synth"]
+    assert first.record("study_d_rl_outcome_bounded").inputs == ["rl_outcome", "synth"]
+
+    expected = {  # hand-derived: the stages that use the option, and all stages downstream of them
+        "sft_max_length": set(STAGES_BEFORE_STUDY[3:] + STUDY),
+        "rl_learning_rate": {"rl_step", "eval_rl_step", "sweep", "multiturn", "probe", "rl_outcome",
+                             "study_c_rl_step_free", "study_c_rl_step_bounded", "study_d_rl_outcome_free",
+                             "study_d_rl_outcome_bounded"},
+        "probe_requests": {"probe"},
+        "bounded_max_steps": {"probe"} | {s for s in STUDY if s.endswith("_bounded")},
+        "cpt_docs": set(STAGES_BEFORE_STUDY[1:] + STUDY),
+        "seed": set(STAGES_BEFORE_STUDY + STUDY),
+    }
+    expected["rl_max_steps"] = expected["rl_learning_rate"]
+    # out names the folder, quick is a preset of the other fields, study only adds stages
+    not_stage_options = {"out", "quick", "study"}
+    for f in dataclasses.fields(DemoConfig):
+        if f.name in not_stage_options:
+            continue
+        changed = dataclasses.replace(base, **{f.name: _changed(getattr(base, f.name))})
+        pipe = _run(changed, fake_stages)
+        reran = set(fake_stages)
+        assert reran, f"changing {f.name} reran no stage"
+        assert reran == _downstream(pipe, reran), f"{f.name}: a stage after a rerun one was reused"
+        if f.name in expected:
+            assert reran == expected[f.name], f.name
+        _run(base, fake_stages)  # back to the original (its markers were replaced, so this reruns them)
+        assert set(fake_stages) == reran, f.name
+
+
+def test_the_sft_key_is_the_full_sft_config(tmp_path, fake_stages):
+    from steiner.demo import DemoConfig
+
+    pipe = _run(DemoConfig(out=str(tmp_path / "demo"), sft_max_length=333), fake_stages)
+    sft = pipe.record("sft").config
+    assert sft["max_length"] == 333 and sft["model"] == "<out>/cpt" and sft["paths_files"] == [
+        "<out>/synth/paths_dag.jsonl"]
+    assert sft["num_epochs"] == 4.0 and "learning_rate" in sft and "lora" in sft  # library fields too
+    # (a) is trained for as many steps as (b) took
+    assert pipe.record("sft_optimal").config["max_steps"] == 7
