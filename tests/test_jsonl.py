@@ -33,3 +33,14 @@ def test_resumable_read_ignores_only_a_cut_last_line(tmp_path):
     p.write_text('{"a": 1\n{"a": 2}\n')
     with pytest.raises(ValueError, match="line 1"):
         read_jsonl(p, resumable=True)
+
+
+def test_drop_partial_line_cuts_only_the_unfinished_write(tmp_path):
+    from steiner.jsonl import drop_partial_line
+
+    p = tmp_path / "steps.jsonl"
+    p.write_text('{"a": 1}\n{"a": 2}\n{"a"')
+    drop_partial_line(p)
+    assert p.read_text() == '{"a": 1}\n{"a": 2}\n'
+    drop_partial_line(p)  # a whole file is left alone
+    assert p.read_text() == '{"a": 1}\n{"a": 2}\n'

@@ -8,11 +8,11 @@ from steiner.countdown import check_answer, generate_problems, parse_op, parse_s
 from steiner.countdown.solver import apply_op, reachable, remove_pair
 from steiner.countdown.teacher import BuiltinCountdownTeacher
 from steiner.format import ReasoningPath, Step, parse, render, step_from_dict, step_to_dict
+from steiner.jsonl import read_jsonl
 from steiner.synth.dag import SINK, SOURCE, build_dag, dag_graph
-from steiner.synth.domain import domain_for
-from steiner.synth.sample import optimal_path, reference_paths, sample_paths
+from steiner.synth.sample import domain_hooks, optimal_path, reference_paths, sample_paths
 from steiner.synth.teacher import Question
-from steiner.synth.truncate import read_jsonl, synthesize_truncations
+from steiner.synth.truncate import synthesize_truncations
 
 
 def S(label: str, decision: str = "proceed", returns_to: int | None = None, reflection: str = "ok") -> dict:
@@ -119,7 +119,7 @@ def test_generated_countdown_dags_and_paths_are_valid(tmp_path):
     total_paths = total_backtracks = 0
     for prob in problems:
         recs = [r for r in records if r["question_id"] == prob["id"]]
-        dom = domain_for(prob)
+        dom = domain_hooks(prob)
         dag = build_dag(recs, key_fn=dom.key_fn, answer_ok=dom.answer_ok)
         r = dag.to_record()
         numbers, target = prob["numbers"], prob["target"]

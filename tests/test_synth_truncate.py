@@ -10,8 +10,9 @@ import pytest
 from steiner.countdown import check_answer, generate_problems, parse_state, step_key
 from steiner.countdown.teacher import BuiltinCountdownTeacher
 from steiner.format import FormatError, ReasoningPath, Step, parse, render, step_from_dict
+from steiner.jsonl import read_jsonl
 from steiner.synth.teacher import Question, Revealed
-from steiner.synth.truncate import choose_cuts, compose, read_jsonl, synthesize_truncations
+from steiner.synth.truncate import choose_cuts, compose, synthesize_truncations
 
 
 def _questions(n: int, seed: int = 2) -> list[Question]:

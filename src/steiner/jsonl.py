@@ -1,8 +1,10 @@
-"""JSONL files for every stage: one reader whose errors name the file and line, and one writer."""
+"""JSONL files for every stage: one reader whose errors name the file and line, one (atomic) writer, and
+the resume helper of files a run appends to (`read_jsonl(..., resumable=True)`, `drop_partial_line`)."""
 
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -66,9 +68,36 @@ def dump_line(record: dict[str, Any]) -> str:
 
 
 def write_jsonl(path: str | Path, records: Iterable[dict[str, Any]]) -> None:
-    """Write ``records`` to ``path`` (replacing it), one JSON object per line; parent folders are made."""
+    """Write ``records`` to ``path`` atomically (a temporary file renamed into place, so a reader never
+    sees half a file), one JSON object per line; parent folders are made."""
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
-    with p.open("w", encoding="utf-8") as fh:
+    tmp = p.with_name(f".{p.name}.tmp")
+    with tmp.open("w", encoding="utf-8") as fh:
         for rec in records:
             fh.write(dump_line(rec))
+    os.replace(tmp, p)
+
+
+def drop_partial_line(path: str | Path) -> None:
+    """Cut a partial last line (an interrupted write) off ``path`` in place: nothing else is rewritten."""
+    path = Path(path)
+    if not path.exists():
+        return
+    with path.open("r+b") as fh:
+        end = fh.seek(0, 2)
+        if not end:
+            return
+        fh.seek(end - 1)
+        if fh.read(1) == b"\n":
+            return
+        pos = end
+        while pos > 0:  # scan back in blocks for the last newline
+            start = max(0, pos - 65536)
+            fh.seek(start)
+            idx = fh.read(pos - start).rfind(b"\n")
+            if idx >= 0:
+                fh.truncate(start + idx + 1)
+                return
+            pos = start
+        fh.truncate(0)

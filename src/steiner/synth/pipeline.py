@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from steiner.config import ConfigError, check_range, opt
+from steiner.jsonl import write_jsonl
 
 OUTPUT_MODES = ("auto", "json_schema", "json_object", "text")
 
@@ -123,15 +124,6 @@ def load_questions(path: str | Path) -> tuple[list[dict], dict[str, tuple[list, 
             refs[rec["id"]] = (steps, final)
         records.append({k: v for k, v in rec.items() if k not in ("steps", "final_answer")})
     return records, refs
-
-
-def write_jsonl(path: Path, records: list[dict]) -> None:
-    """Write ``records`` to ``path`` atomically (a temporary file renamed into place)."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    with tmp.open("w", encoding="utf-8") as fh:
-        for r in records:
-            fh.write(json.dumps(r, ensure_ascii=False) + "\n")
-    os.replace(tmp, path)
 
 
 def _read(path: Path, what: str, stage: str) -> list[dict]:
@@ -233,14 +225,14 @@ def _record_id(rec: dict) -> list:
 
 
 def _steps_by_question(out: Path, questions: list[dict]) -> dict[str, list[dict]]:
-    from steiner.synth.truncate import read_jsonl
+    from steiner.jsonl import read_jsonl
 
     if not (out / "steps.jsonl").is_file():
         raise FileNotFoundError(f"steps file {str(out / 'steps.jsonl')!r} does not exist; run `steiner synth "
                                 "truncate` first")
     wanted = {q["id"] for q in questions}
     by_q: dict[str, list[dict]] = defaultdict(list)
-    for r in read_jsonl(out / "steps.jsonl"):
+    for r in read_jsonl(out / "steps.jsonl", "steps", resumable=True):
         if r["question_id"] in wanted:
             by_q[r["question_id"]].append(r)
     return by_q
@@ -252,7 +244,7 @@ def build_dags(cfg: SynthConfig) -> dict[str, Any]:
 
     from steiner.synth.cluster import Embedder, mark_dead_ends
     from steiner.synth.dag import build_dag
-    from steiner.synth.domain import domain_for
+    from steiner.synth.sample import domain_hooks
     from steiner.synth.verify import Verifier
 
     out = Path(cfg.out)
@@ -287,7 +279,7 @@ def build_dags(cfg: SynthConfig) -> dict[str, Any]:
                 recs = kept
             if not recs:
                 continue
-            dom = domain_for(q, cfg.seed)
+            dom = domain_hooks(q, cfg.seed)
             key_fn = dom.key_fn if cfg.cluster != "embedding" else None
             mark_dead_ends(recs)
             dag = build_dag(recs, key_fn=key_fn, embedder=embedder, threshold=cfg.similarity,
@@ -333,10 +325,9 @@ def sample(cfg: SynthConfig) -> dict[str, Any]:
     """Stage 3: paths.jsonl (sampled, optimal and reference paths, length filtered), stats and histogram."""
     from rich.progress import Progress
 
-    from steiner.synth.domain import domain_for
     from steiner.synth.filters import filter_paths, load_filter_tokenizer, plot_histogram, synth_stats
     from steiner.synth.prompts import language_share
-    from steiner.synth.sample import optimal_path, reference_paths, sample_paths
+    from steiner.synth.sample import domain_hooks, optimal_path, reference_paths, sample_paths
 
     out = Path(cfg.out)
     tokenizer = load_filter_tokenizer(cfg.tokenizer)
@@ -351,7 +342,7 @@ def sample(cfg: SynthConfig) -> dict[str, Any]:
             q = questions.get(rec["question_id"])
             if q is None:
                 continue
-            dom = domain_for(q, cfg.seed)
+            dom = domain_hooks(q, cfg.seed)
             dag = replay_dag(rec, by_q.get(q["id"], []), dom.answer_ok)
             paths += sample_paths(dag, cfg.paths_per_dag, cfg.seed, explore_prob=cfg.explore_prob,
                                   max_backtracks=cfg.max_backtracks, reflect_fn=dom.reflect_fn,

@@ -7,6 +7,9 @@ off: the last step of the detour gets decision "backtrack", ``returns_to`` = the
 branch point (0 = the question), and a reflection saying why. Every step is one actually written after
 its parent (`StepDAG.edge_steps`), so in an exact-key domain the active steps always form a valid
 solution. Walks are seeded and deduplicated. `optimal_path` gives the shortest walk, no backtracks.
+
+What a walk needs from the question's domain (exact step key, dead-end reflection, the answer of the
+active steps, the answer check) comes through the domain seam: `domain_hooks`.
 """
 
 from __future__ import annotations
@@ -14,8 +17,13 @@ from __future__ import annotations
 import copy
 import random
 from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
+from steiner.domain import TEXT, Domain, domain_for
 from steiner.format import Step, step_to_dict
+from steiner.grading import grade_record
+from steiner.synth.cluster import KeyFn
 from steiner.synth.dag import SINK, SOURCE, StepDAG
 
 DEAD_END = [
@@ -33,6 +41,33 @@ DETOUR = [
 ReflectFn = Callable[[Step, str, StepDAG], "str | None"]
 # (active steps, DAG) -> the final answer they reach
 AnswerFn = Callable[[list[Step], StepDAG], "str | None"]
+
+
+@dataclass
+class DomainHooks:
+    """One question's domain, as DAG building (`build_dag`: ``key_fn``, ``answer_ok``) and path sampling
+    (`sample_paths`: ``reflect_fn``, ``answer_fn``) take it. None: the domain has no such hook."""
+
+    domain: Domain
+    key_fn: KeyFn | None
+    reflect_fn: ReflectFn | None
+    answer_fn: AnswerFn | None
+    answer_ok: Callable[[str], bool]
+
+
+def domain_hooks(record: dict[str, Any], seed: int = 0) -> DomainHooks:
+    """The hooks of a question record's domain (`steiner.domain.domain_for`); answers are checked by the
+    one grader (`steiner.grading.grade_record`); reflections are seeded by ``seed`` and the question id."""
+    dom = domain_for(record)
+    rng = random.Random(f"domain:{seed}:{record.get('id', record.get('question_id'))}")
+    if dom is TEXT:
+        return DomainHooks(dom, None, None, None, lambda ans: grade_record(record, ans).correct)
+    return DomainHooks(
+        dom, dom.step_key,
+        reflect_fn=lambda step, node, dag: dom.dead_end_reflection(record, step, rng),
+        answer_fn=lambda steps, dag: dom.answer_from_steps(record, steps),
+        answer_ok=lambda ans: grade_record(record, ans).correct,
+    )
 
 
 def _pick_member(dag: StepDAG, u: str, v: str, decision: str, rng: random.Random) -> Step:

@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import copy
-import json
 import random
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from steiner.format import FormatError, ReasoningPath, Step, step_from_dict, step_to_dict, validate
+from steiner.jsonl import drop_partial_line, dump_line, read_jsonl
 from steiner.synth.teacher import Question, Revealed, Teacher
 
 
@@ -30,48 +30,6 @@ class TruncationStats:
     skipped: int = 0
     failed: int = 0
     errors: list[str] = field(default_factory=list)
-
-
-def read_jsonl(path: str | Path) -> list[dict]:
-    """Records of a JSONL file; a partial last line (an interrupted write) is ignored."""
-    p = Path(path)
-    if not p.exists():
-        return []
-    out = []
-    lines = p.read_text().splitlines()
-    for i, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            out.append(json.loads(line))
-        except json.JSONDecodeError as e:
-            if i == len(lines):
-                break
-            raise ValueError(f"{p}: line {i} is not valid JSON: {e}") from e
-    return out
-
-
-def _drop_partial_line(path: Path) -> None:
-    """Cut a partial last line (an interrupted write) off ``path`` in place: nothing else is rewritten."""
-    if not path.exists():
-        return
-    with path.open("r+b") as fh:
-        end = fh.seek(0, 2)
-        if not end:
-            return
-        fh.seek(end - 1)
-        if fh.read(1) == b"\n":
-            return
-        pos = end
-        while pos > 0:  # scan back in blocks for the last newline
-            start = max(0, pos - 65536)
-            fh.seek(start)
-            idx = fh.read(pos - start).rfind(b"\n")
-            if idx >= 0:
-                fh.truncate(start + idx + 1)
-                return
-            pos = start
-        fh.truncate(0)
 
 
 def compose(prefix: list[Step], attempt: list[Step], revealed: Revealed, provenance: dict) -> list[Step]:
@@ -135,13 +93,13 @@ async def _run(questions: list[Question], teacher: Teacher, out: Path, *, cuts: 
     from rich.progress import Progress
 
     stats = TruncationStats()
-    existing = read_jsonl(out)
+    existing = read_jsonl(out, "steps", resumable=True)
     done = {(r["question_id"], r.get("cut"), r.get("attempt", 0)) for r in existing}
     refs: dict[str, tuple[list[Step], str]] = dict(references)
     for r in existing:
         if r.get("kind") == "reference" and r["question_id"] not in refs:
             refs[r["question_id"]] = ([step_from_dict(s) for s in r["steps"]], r.get("final_answer") or "")
-    _drop_partial_line(out)
+    drop_partial_line(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     sem = asyncio.Semaphore(concurrency)
     total = len(questions) * (1 + cuts * attempts)
@@ -149,7 +107,7 @@ async def _run(questions: list[Question], teacher: Teacher, out: Path, *, cuts: 
         task = bar.add_task(f"truncation ({teacher.name})", total=total)
 
         def write(rec: dict) -> None:
-            fh.write(json.dumps(rec, ensure_ascii=False) + "\n")
+            fh.write(dump_line(rec))
             fh.flush()
             stats.written += 1
 
