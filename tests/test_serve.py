@@ -280,3 +280,69 @@ def test_a_client_that_hangs_up_frees_its_rows(live, client):
         assert not server.engine._rows
         assert server.engine.steps - steps < 1900  # dropped before its 1900 tokens were decoded
     assert ask(client, max_tokens=5).usage.completion_tokens > 0
+
+
+def _ids_of(tokenizer, entries) -> list[int]:
+    """Token ids back from logprobs entries (byte-level pieces, or added tokens by their text)."""
+    from transformers.convert_slow_tokenizer import bytes_to_unicode
+
+    to_char = bytes_to_unicode()
+    added = {t.content: i for i, t in tokenizer.added_tokens_decoder.items()}
+    return [added[e.token] if e.token in added else tokenizer.convert_tokens_to_ids("".join(to_char[b] for b in e.bytes))
+            for e in entries]
+
+
+def test_logprobs_are_the_models_own(live, client, tiny_model_dir):
+    import torch
+
+    from steiner.serve import render_prompt
+    from steiner.tokenizer import load_model
+
+    tiny_tokenizer = live.server.config.app.state.server.tokenizer  # as the server loaded it
+    r = ask(client, max_tokens=12, seed=3, temperature=1.0, logprobs=True, top_logprobs=3, ignore_eos=True)
+    choice = r.choices[0]
+    entries = choice.logprobs.content
+    assert len(entries) == r.usage.completion_tokens == 12
+    raw = reasoning_of(choice.message) + (choice.message.content or "")
+    assert "".join(e.token for e in entries) == raw  # one entry per token, in order
+    ids = _ids_of(tiny_tokenizer, entries)
+    prompt = render_prompt(tiny_tokenizer, [{"role": "user", "content": "What is 3 + 5?"}])
+    model = load_model(tiny_model_dir).eval()
+    with torch.no_grad():
+        logits = model(torch.tensor([prompt + ids])).logits[0, len(prompt) - 1 : -1].float()
+    expected = torch.log_softmax(logits[:, : len(tiny_tokenizer)], -1)
+    for k, e in enumerate(entries):
+        assert e.logprob == pytest.approx(float(expected[k, ids[k]]), abs=1e-3)
+        top = [t.logprob for t in e.top_logprobs]
+        assert len(top) == 3 and top == sorted(top, reverse=True)
+        assert top[0] == pytest.approx(float(expected[k].max()), abs=1e-3)
+    # streaming carries the same entries, chunk by chunk
+    stream = client.chat.completions.create(model=NAME, messages=[{"role": "user", "content": "What is 3 + 5?"}],
+                                            stream=True, max_tokens=12, seed=3, logprobs=True, top_logprobs=3,
+                                            extra_body={"ignore_eos": True})
+    streamed = [e for ch in stream for c in ch.choices if c.logprobs for e in c.logprobs.content]
+    assert [(e.token, e.logprob) for e in streamed] == [(e.token, e.logprob) for e in entries]
+    assert ask(client, max_tokens=3).choices[0].logprobs is None  # not asked: none
+
+
+def test_unsupported_and_unknown_fields(live, client):
+    import httpx
+
+    msgs = [{"role": "user", "content": "hi"}]
+    tools = [{"type": "function", "function": {"name": "f", "parameters": {}}}]
+    for field, value in (("tools", tools), ("response_format", {"type": "json_object"}), ("logit_bias", {"5": 3}),
+                         ("presence_penalty", 0.5)):
+        err = _error(live, {"model": NAME, "messages": msgs, field: value})
+        assert err["param"] == field and "not supported" in err["message"] and err["code"] == "unsupported_parameter"
+    assert _error(live, {"model": NAME, "messages": msgs, "top_logprobs": 2})["param"] == "top_logprobs"
+    assert _error(live, {"model": NAME, "messages": msgs, "logprobs": True, "top_logprobs": 21})["param"] == (
+        "top_logprobs")
+    # neutral values of unsupported features, and fields that change nothing, are accepted
+    ok = {"model": NAME, "messages": msgs, "max_tokens": 3, "tools": [], "response_format": {"type": "text"},
+          "presence_penalty": 0, "user": "u1", "metadata": {"a": "b"}}
+    r = httpx.post(f"{live.base_url}/chat/completions", json=ok, headers={"Authorization": f"Bearer {KEY}"})
+    assert r.status_code == 200 and "x-steiner-ignored-fields" not in r.headers
+    # unknown fields are ignored and named back in a header
+    r = httpx.post(f"{live.base_url}/chat/completions", json={**ok, "frobnicate": 1, "best_of": 2},
+                   headers={"Authorization": f"Bearer {KEY}"})
+    assert r.status_code == 200 and r.headers["x-steiner-ignored-fields"] == "best_of,frobnicate"

@@ -75,6 +75,43 @@ def parse_json(raw: bytes) -> Any:
         raise APIError(f"the request body is not valid JSON: {e}", param=None) from None
 
 
+class TokenBytes:
+    """The text and UTF-8 bytes of single token ids (byte-level BPE pieces map back to their bytes), cached."""
+
+    def __init__(self, tokenizer: Any) -> None:
+        self.tokenizer = tokenizer
+        self.added = {i: t.content for i, t in (getattr(tokenizer, "added_tokens_decoder", {}) or {}).items()}
+        backend = getattr(tokenizer, "backend_tokenizer", None)
+        decoder = type(getattr(backend, "decoder", None)).__name__ if backend is not None else ""
+        self.byte_level = decoder == "ByteLevel"
+        if self.byte_level:
+            from transformers.convert_slow_tokenizer import bytes_to_unicode
+
+            self.unbyte = {c: b for b, c in bytes_to_unicode().items()}
+        self.cache: dict[int, tuple[str, list[int]]] = {}
+
+    def __call__(self, token_id: int) -> tuple[str, list[int]]:
+        if token_id not in self.cache:
+            if token_id in self.added:
+                raw = self.added[token_id].encode()
+            elif self.byte_level:
+                piece = self.tokenizer.convert_ids_to_tokens(token_id) or ""
+                raw = bytes(self.unbyte.get(c, 0x3F) for c in piece)
+            else:
+                raw = self.tokenizer.decode([token_id], skip_special_tokens=False).encode()
+            self.cache[token_id] = (raw.decode("utf-8", errors="replace"), list(raw))
+        return self.cache[token_id]
+
+    def content(self, entries: list) -> list[dict[str, Any]]:
+        """OpenAI's ``logprobs.content`` for engine log-prob entries."""
+        out = []
+        for tok, lp, top in entries:
+            text, raw = self(tok)
+            out.append({"token": text, "logprob": lp, "bytes": raw, "top_logprobs": [
+                {"token": self(i)[0], "logprob": v, "bytes": self(i)[1]} for i, v in top]})
+        return out
+
+
 def render_prompt(tokenizer: Any, messages: list[dict]) -> list[int]:
     """Prompt ids for the next assistant turn; the chat template collapses every earlier assistant turn
     to its step summaries."""
@@ -106,6 +143,7 @@ class _Server:
         self.cfg = cfg
         self.tokenizer = tokenizer
         self.parser = SteinerReasoningParser(tokenizer)
+        self.token_bytes = TokenBytes(tokenizer)
         self.engine = Engine(model, tokenizer, max_batch_size=cfg.max_batch_size, batch_wait_ms=cfg.batch_wait_ms)
         self.name = cfg.served_model_name or (Path(cfg.model).name if cfg.model else "steiner")
         self.served = {self.name, cfg.model} - {""}
@@ -179,7 +217,8 @@ async def _complete(server: _Server, req: ChatRequest, ids: list[int], params: S
             "message": {"role": "assistant", "content": content or "", "reasoning_content": reasoning or None,
                         "reasoning": reasoning or None},
             "finish_reason": f.finish_reason,
-            "logprobs": None,
+            "logprobs": {"content": server.token_bytes.content(f.logprobs), "refusal": None}
+            if f.logprobs is not None else None,
         })
     return {"id": request_id(), "object": "chat.completion", "created": int(time.time()), "model": req.model,
             "choices": choices, "usage": server.usage(len(ids), list(finished.values()))}
@@ -193,7 +232,8 @@ def _coalesce(events: list[Any]) -> list[Any]:
     for ev in events:
         if isinstance(ev, Delta) and ev.index in first:
             k = first[ev.index]
-            out[k] = Delta(ev.index, out[k].text + ev.text)
+            lps = None if ev.logprobs is None else (out[k].logprobs or []) + ev.logprobs
+            out[k] = Delta(ev.index, out[k].text + ev.text, lps)
         else:
             if isinstance(ev, Delta):
                 first[ev.index] = len(out)
@@ -247,8 +287,9 @@ async def _stream(server: _Server, req: ChatRequest, ids: list[int], params: Sam
                     delta["reasoning_content"] = delta["reasoning"] = server.reasoning_text(raw or "")
                 if c1[len(c0):]:
                     delta["content"] = c1[len(c0):]
-                if delta:
-                    yield chunk([{"index": ev.index, "delta": delta, "logprobs": None, "finish_reason": None}])
+                lps = {"content": server.token_bytes.content(ev.logprobs), "refusal": None} if ev.logprobs else None
+                if delta or lps:
+                    yield chunk([{"index": ev.index, "delta": delta, "logprobs": lps, "finish_reason": None}])
             elif isinstance(ev, Finished):
                 finished[ev.index] = ev
                 delta = {}

@@ -46,12 +46,18 @@ class SamplingParams:
     top_logprobs: int = 0
 
 
+# one generated token's log-probs: (token id, log-prob, [(id, log-prob) of the top_logprobs most likely])
+LogprobEntry = tuple[int, float, list[tuple[int, float]]]
+
+
 @dataclass
 class Delta:
-    """New completion text of choice ``index`` (raw, special tokens included)."""
+    """New completion text of choice ``index`` (raw, special tokens included) and, when the request
+    asked for them, the log-probs of the tokens generated since the previous delta."""
 
     index: int
     text: str
+    logprobs: list[LogprobEntry] | None = None
 
 
 @dataclass
@@ -62,6 +68,7 @@ class Finished:
     text: str
     token_ids: list[int]
     finish_reason: str
+    logprobs: list[LogprobEntry] | None = None  # one per token id, when asked for
 
 
 @dataclass
@@ -101,6 +108,8 @@ class _Row:
         self.sent = 0
         self.prefix_offset = 0
         self.read_offset = 0
+        self.logprobs: list[LogprobEntry] | None = [] if req.params.logprobs else None
+        self.lp_sent = 0
 
 
 def make_processor(tokenizer: Any, params: SamplingParams) -> Any:
@@ -329,21 +338,42 @@ class Engine:
 
     def _sample_and_emit(self, logits: Any, offset: int) -> None:
         """Process, sample and append one token for rows ``offset:``; retire finished rows."""
+        import torch
 
         rows = self._rows[offset:]
+        want = [j for j, r in enumerate(rows) if r.logprobs is not None]
+        raw_lp = torch.log_softmax(logits[want, : len(self.tokenizer)], -1) if want else None
         scores = self._constrain(logits, rows)
         tokens = self._sample(scores, rows)
         self._last[offset:] = tokens
+        entries = self._logprobs(raw_lp, tokens, rows, want) if want else {}
         done: list[int] = []
         for j, (r, tok) in enumerate(zip(rows, tokens.tolist(), strict=True)):
+            if j in entries and (tok not in self.eos_ids or r.req.params.ignore_eos):
+                r.logprobs.append(entries[j])
             reason = self._append(r, tok)
             if r.req.cancelled.is_set():
                 done.append(offset + j)
             elif reason is not None:
-                r.req.emit(Finished(r.index, r.text, list(r.gen), reason))
+                r.req.emit(Finished(r.index, r.text, list(r.gen), reason, r.logprobs))
                 done.append(offset + j)
         if done:
             self._retire(done)
+
+    @staticmethod
+    def _logprobs(raw_lp: Any, tokens: Any, rows: list[_Row], want: list[int]) -> dict[int, LogprobEntry]:
+        """The sampled token's log-prob and the top ``top_logprobs`` of each row in ``want``, from the
+        model's own distribution (before temperature, top_p and logits processors)."""
+        chosen_ids = tokens[want]
+        chosen = raw_lp.gather(1, chosen_ids[:, None]).squeeze(1).tolist()
+        k = max(rows[j].req.params.top_logprobs for j in want)
+        top_v, top_i = raw_lp.topk(k, dim=-1) if k else (None, None)
+        top_v, top_i = (top_v.tolist(), top_i.tolist()) if k else ([], [])
+        out = {}
+        for n, j in enumerate(want):
+            kj = rows[j].req.params.top_logprobs
+            out[j] = (int(chosen_ids[n]), chosen[n], list(zip(top_i[n][:kj], top_v[n][:kj], strict=True)) if kj else [])
+        return out
 
     def _constrain(self, logits: Any, rows: list[_Row]) -> Any:
         """Apply each row's logits processor, one call per group of rows sharing a processor.
@@ -435,14 +465,21 @@ class Engine:
             return self._flush(r, "length")
         hold = max((len(s) for s in p.stop), default=1) - 1
         upto = len(r.text) - hold
-        if upto > r.sent:
-            r.req.emit(Delta(r.index, r.text[r.sent : upto]))
-            r.sent = upto
+        if upto > r.sent or (r.logprobs and upto >= r.sent and len(r.logprobs) > r.lp_sent):
+            r.req.emit(Delta(r.index, r.text[r.sent : upto], self._new_logprobs(r)))
+            r.sent = max(r.sent, upto)
         return None
 
+    @staticmethod
+    def _new_logprobs(r: _Row) -> list[LogprobEntry] | None:
+        if r.logprobs is None:
+            return None
+        new, r.lp_sent = r.logprobs[r.lp_sent :], len(r.logprobs)
+        return new
+
     def _flush(self, r: _Row, reason: str) -> str:
-        if r.req.stream and len(r.text) > r.sent:
-            r.req.emit(Delta(r.index, r.text[r.sent :]))
+        if r.req.stream and (len(r.text) > r.sent or (r.logprobs and len(r.logprobs) > r.lp_sent)):
+            r.req.emit(Delta(r.index, r.text[r.sent :], self._new_logprobs(r)))
             r.sent = len(r.text)
         return reason
 
