@@ -1,7 +1,7 @@
 """Config dataclasses <-> YAML files and CLI flags, with errors that name the bad key or value.
 
 Every option is documented once, in its field's ``help``: ``opt(default, "what it does")``. The same
-text serves ``--help``, the README tables and error messages.
+text serves ``--help``, the option tables in docs/ (`options_table`) and error messages.
 """
 
 from __future__ import annotations
@@ -163,6 +163,56 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type, *, config_flag: bo
         help_text = f"{help_text} (default: {default!r})" if help_text else f"(default: {default!r})"
         parser.add_argument(flag, dest=f"cfg__{f.name}", default=argparse.SUPPRESS, metavar=metavar,
                             help=help_text, **extra)
+
+
+def _default(f: dataclasses.Field) -> Any:
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    if f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
+        return f.default_factory()  # type: ignore[misc]
+    return dataclasses.MISSING
+
+
+def _as_flag_value(value: Any) -> str:
+    """A default as it would be typed on the command line (or in YAML)."""
+    if value is dataclasses.MISSING:
+        return "(required)"
+    if value is None:
+        return "none"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list | tuple):
+        return ",".join(map(str, value)) if value else "(empty)"
+    if isinstance(value, dict):
+        import json
+
+        return json.dumps(value) if value else "{}"
+    if isinstance(value, str) and value == "":
+        return '""'
+    return str(value)
+
+
+def options_table(cls: type, *, exclude: type | None = None) -> str:
+    """A Markdown table of the options of ``cls``: flag, default, and the field's ``help``.
+
+    Fields that ``exclude`` (a base class documented elsewhere) has with the same default and help are
+    left out; a field the subclass redefines stays.
+    """
+    base_fields = {f.name: f for f in dataclasses.fields(exclude)} if exclude is not None else {}
+    hints = _hints(cls)
+    rows = ["| option | default | what it does |", "|---|---|---|"]
+    for f in dataclasses.fields(cls):
+        b = base_fields.get(f.name)
+        if b is not None and _default(b) == _default(f) and b.metadata.get("help") == f.metadata.get("help"):
+            continue
+        base, _ = _strip_optional(hints[f.name])
+        help_text = f.metadata.get("help", "")
+        if get_origin(base) is Literal:
+            choices = " | ".join(map(str, get_args(base)))
+            help_text = f"{help_text} ({choices})" if help_text else choices
+        cells = [f"`--{f.name.replace('_', '-')}`", f"`{_as_flag_value(_default(f))}`", help_text]
+        rows.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
+    return "\n".join(rows) + "\n"
 
 
 def config_from_args(cls: type[T], args: argparse.Namespace) -> T:
