@@ -67,14 +67,17 @@ class ChatServer:
 
     ``schedule`` is consumed one action per request, then every request is answered normally:
     ``"ok"``, ``429``/``500``/``400`` (an HTTP error), ``"hang"`` (sleep ``hang_s``, longer than
-    the client timeout), ``"garbage"`` (a 200 whose body is not JSON) or ``("content", text)``
-    (a 200 carrying ``text`` as the reply: malformed teacher replies).
+    the client timeout), ``"garbage"`` (a 200 whose body is not JSON), ``("content", text)``
+    (a 200 carrying ``text`` as the reply: malformed teacher replies) or ``"length"`` (the normal
+    reply cut in half, with ``finish_reason: "length"``). A request whose ``response_format`` type
+    is in ``reject_formats`` gets a 400 saying the server does not support it.
     """
 
     def __init__(self, schedule: list | None = None, reply: Callable[[dict], str] = scripted_reply,
                  delay: float = 0.0, hang_s: float = 3.0, tracker: InFlight | None = None,
-                 always: object = None) -> None:
+                 always: object = None, reject_formats: tuple[str, ...] = ()) -> None:
         self.schedule = list(schedule or [])
+        self.reject_formats = reject_formats
         self.always = always
         self.reply, self.delay, self.hang_s = reply, delay, hang_s
         self.tracker = tracker or InFlight()
@@ -117,6 +120,13 @@ class ChatServer:
         return len(self.bodies)
 
     def handle(self, h: BaseHTTPRequestHandler, body: dict) -> None:
+        fmt = (body.get("response_format") or {}).get("type")
+        if fmt in self.reject_formats:
+            with self.lock:
+                self.bodies.append(body)
+            h._send(400, json.dumps({"error": {"message": f"response_format type {fmt} is not supported",
+                                               "type": "BadRequestError"}}).encode())
+            return
         with self.lock:
             self.bodies.append(body)
             action = self.schedule.pop(0) if self.schedule else (self.always or "ok")
@@ -132,9 +142,12 @@ class ChatServer:
             h._send(200, b"<html>this is not json</html>", "application/json")
             return
         text = action[1] if isinstance(action, tuple) else self.reply(body)
+        finish = "stop"
+        if action == "length":
+            text, finish = text[: len(text) // 2], "length"
         payload = {"id": "chatcmpl-1", "object": "chat.completion", "created": 0, "model": body["model"],
                    "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
-                                "finish_reason": "stop"}],
+                                "finish_reason": finish}],
                    "usage": {"prompt_tokens": 10, "completion_tokens": 20, "total_tokens": 30}}
         h._send(200, json.dumps(payload).encode())
 
@@ -364,3 +377,68 @@ def test_truncation_pipeline_with_the_openai_teacher(servers, tmp_path):
         return sorted(rs, key=lambda r: (r["question_id"], r["kind"]))
 
     assert order(recs2) == order(recs)
+
+
+def test_structured_output_falls_back_to_json_object_then_text(servers):
+    srv = servers(reject_formats=("json_schema",))
+    t = fast_teacher([srv.url])
+    steps = run(t.forward(Q, PREFIX, 2, seed=1))
+    assert steps and t.stats.output_modes == ["json_schema", "json_object"] and t.mode == "json_object"
+    assert [(b.get("response_format") or {}).get("type") for b in srv.bodies] == ["json_schema", "json_object"]
+    assert t.stats.retries == 0 and t.stats.failures == 0  # a capability probe, not a failed attempt
+    run(t.forward(Q, PREFIX, 2, seed=2))  # later requests start in the mode that works
+    assert srv.bodies[-1]["response_format"] == {"type": "json_object"} and srv.count == 3
+    plain = servers(reject_formats=("json_schema", "json_object"))
+    t2 = fast_teacher([plain.url])
+    run(t2.forward(Q, PREFIX, 2, seed=1))
+    assert t2.mode == "text" and "response_format" not in plain.bodies[-1] and plain.count == 3
+    # a mode asked for explicitly is not silently changed: the 400 fails the call
+    strict = fast_teacher([srv.url], output="json_schema")
+    with pytest.raises(TeacherRequestError) as err:
+        run(strict.forward(Q, PREFIX, 2, seed=1))
+    assert err.value.status == 400
+
+
+def test_a_reply_cut_at_the_budget_is_retried_once_with_twice_the_budget(servers, tmp_path):
+    srv = servers(schedule=["length"])
+    t = fast_teacher([srv.url], max_tokens=300, rejects_path=tmp_path / "rejects.jsonl", cache_dir=tmp_path / "c")
+    steps = run(t.forward(Q, PREFIX, 2, seed=1))
+    assert steps and [b["max_tokens"] for b in srv.bodies] == [300, 600]
+    assert t.stats.reply_errors == {"length": 1} and t.stats.budget_raises == 1
+    rej = [json.loads(x) for x in (tmp_path / "rejects.jsonl").read_text().splitlines()]
+    assert len(rej) == 1 and rej[0]["reason"] == "length" and rej[0]["finish_reason"] == "length"
+    assert rej[0]["question_id"] == "q1" and rej[0]["call"] == "forward" and rej[0]["reply"].startswith("```json")
+    # cut twice: reported as "length" after exactly two requests, although retries are left
+    srv2 = servers(always="length")
+    t2 = fast_teacher([srv2.url], max_tokens=300, max_retries=4)
+    with pytest.raises(TeacherReplyError, match="token budget") as err:
+        run(t2.reference(Q))
+    assert err.value.code == "length" and [b["max_tokens"] for b in srv2.bodies] == [300, 600]
+
+
+def test_unparseable_replies_go_to_the_rejects_file_with_reason_and_raw_text(servers, tmp_path):
+    raw = "<think>I am not sure {at all}</think> Sorry, I cannot answer that."
+    srv = servers(schedule=[("content", raw)])
+    t = fast_teacher([srv.url], rejects_path=tmp_path / "r.jsonl")
+    run(t.reference(Q))
+    (rec,) = [json.loads(x) for x in (tmp_path / "r.jsonl").read_text().splitlines()]
+    assert rec["reason"] == "no_json" and rec["reply"] == raw and rec["call"] == "reference"
+    assert rec["teacher"] == "openai:scripted-model" and rec["finish_reason"] == "stop"
+
+
+def test_circuit_breaker_benches_a_url_that_fails_instantly(servers):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{s.getsockname()[1]}/v1"
+    good = servers()
+    t = fast_teacher([dead, good.url], breaker_failures=2, breaker_seconds=30)
+    for seed in range(12):
+        run(t.forward(Q, PREFIX, 1, seed=seed))
+    # without the breaker the dead URL would take about every other first attempt (6 of 12)
+    assert t.stats.per_url[dead] == 2 and t.stats.benched[dead] == 1 and good.count == 12
+    assert t.stats.failures == 0
+    # after the bench the URL gets one probe; failing again benches it for twice as long
+    t.benched_until[0] = 0.0
+    run(t.forward(Q, PREFIX, 1, seed=99))
+    assert t.stats.per_url[dead] == 3 and t.stats.benched[dead] == 2
+    assert t.benched_until[0] - time.monotonic() > 40

@@ -12,7 +12,8 @@
 `main` runs all three (``steiner synth`` / ``steiner synth run``). Every stage merges its counts into
 ``stats.json``. A DAG record carries the ids of the step records it was built from and the node of
 each of their steps (``record_ids``, ``record_nodes``), so `sample` rebuilds the DAG without
-clustering again.
+clustering again, and ``unverified_backtracks``, the records kept although no check could tell
+whether their abandoned attempt was wrong.
 """
 
 from __future__ import annotations
@@ -263,6 +264,7 @@ def build_dags(cfg: SynthConfig) -> dict[str, Any]:
             if not recs:
                 continue
             n_records += len(recs)
+            unverified: list[list] = []
             if cfg.verify:
                 verifier = Verifier(q)
                 kept = []
@@ -271,7 +273,7 @@ def build_dags(cfg: SynthConfig) -> dict[str, Any]:
                     outcomes[verdict.outcome] += 1
                     if verdict.keep:
                         if verdict.mark:
-                            r["check"] = verdict.mark
+                            unverified.append(_record_id(r))
                         kept.append(r)
                     else:
                         rejects.append({"question_id": q["id"], "record": _record_id(r), "kind": r.get("kind"),
@@ -287,6 +289,7 @@ def build_dags(cfg: SynthConfig) -> dict[str, Any]:
             rec = dag.to_record()
             rec["record_ids"] = [_record_id(r) for r in recs]
             rec["record_nodes"] = dag.record_nodes
+            rec["unverified_backtracks"] = unverified  # kept, though nothing could check the abandoned attempt
             dags.append(rec)
     write_jsonl(out / "dags.jsonl", dags)
     write_jsonl(out / "rejects_verify.jsonl", rejects)

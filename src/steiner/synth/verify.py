@@ -73,7 +73,11 @@ class Verifier:
             return False
         answer = str(answer)
         if answer not in self._cache:
-            self._cache[answer] = grade_record(self.question, answer).correct
+            ok = grade_record(self.question, answer).correct
+            if not ok and self.kind == "math" and "\\" in answer and "$" not in answer:
+                # a bare LaTeX final answer ("3.3 \\times 10^{-19}") parses only inside math delimiters
+                ok = grade_record(self.question, f"${answer}$").correct
+            self._cache[answer] = ok
         return self._cache[answer]
 
     def _dead_state(self, steps: list[Step]) -> bool | None:
