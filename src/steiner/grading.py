@@ -116,13 +116,15 @@ _EXPR_CHARS = r"[0-9\s+\-*/×÷().]"
 
 def extract_expression(text: str) -> str | None:
     """An arithmetic expression (Countdown): the longest run of digits, operators and brackets holding
-    an operator, on the last line that has one; the left side of an equation; × and ÷ normalised."""
+    an operator, on the last line that has one; the left side of an equation; ×, x (between operands),
+    ÷, \\times and \\div normalised."""
     if not text:
         return None
     boxed = _BOXED.findall(text)
     candidates_text = boxed[-1] if boxed else text
     for line in reversed(candidates_text.splitlines()):
         line = line.replace("×", "*").replace("÷", "/").replace("\\times", "*").replace("\\div", "/")
+        line = re.sub(r"(?<=[\d)])\s*[xX]\s*(?=[\d(])", " * ", line)  # "8 x 4": an x between operands
         left = line.split("=")[0] if "=" in line else line
         runs = [r.strip() for r in re.findall(rf"{_EXPR_CHARS}+", left)]
         runs = [r for r in runs if re.search(r"\d", r) and re.search(r"[+\-*/]", r)]
