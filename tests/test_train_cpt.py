@@ -38,7 +38,7 @@ def test_text_files_txt_and_jsonl(tmp_path):
     assert read_text_files([str(tmp_path / "a.txt"), str(tmp_path / "b.jsonl")]) == [
         "first doc\nstill first", "second doc", "third"]
     (tmp_path / "c.jsonl").write_text(json.dumps({"body": "x"}) + "\n")
-    with pytest.raises(ValueError, match=r"c.jsonl:1.*'text'"):
+    with pytest.raises(ValueError, match=r"c.jsonl: line 1.*'text'"):
         read_text_files([str(tmp_path / "c.jsonl")])
 
 

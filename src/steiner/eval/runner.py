@@ -8,7 +8,6 @@ hold several settings, which is how `steiner sweep` shares it across grid cells.
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ from steiner.eval.metrics import per_question, summarize
 from steiner.eval.tasks import EvalItem, TaskSpec, load_items, resolve_task
 from steiner.format import parse
 from steiner.grading import grade
+from steiner.jsonl import drop_partial_line, dump_line, read_jsonl
 
 
 @dataclass
@@ -99,27 +99,12 @@ def sample_key(task: str, question_id: str, sample: int, settings_key: str) -> t
 def load_samples(path: Path) -> dict[tuple, dict[str, Any]]:
     """Read the cache; a half-written last line (an interrupted run) is skipped, later lines win."""
     cache: dict[tuple, dict[str, Any]] = {}
-    if not path.exists():
-        return cache
-    for line in path.read_text(encoding="utf-8").splitlines():
+    for rec in read_jsonl(path, "samples", resumable=True):
         try:
-            rec = json.loads(line)
-            key = sample_key(rec["task"], rec["question_id"], rec["sample"], rec["settings_key"])
-        except (json.JSONDecodeError, KeyError, TypeError):
-            continue
-        cache[key] = rec
+            cache[sample_key(rec["task"], rec["question_id"], rec["sample"], rec["settings_key"])] = rec
+        except (KeyError, TypeError) as e:
+            raise ValueError(f"{path}: a sample record lacks {e} (task, question_id, sample, settings_key)") from e
     return cache
-
-
-def _end_with_newline(path: Path) -> None:
-    """Close a half-written last line so the next record is not glued onto it."""
-    if path.exists() and path.stat().st_size:
-        with path.open("rb") as f:
-            f.seek(-1, 2)
-            last = f.read(1)
-        if last != b"\n":
-            with path.open("a", encoding="utf-8") as f:
-                f.write("\n")
 
 
 def messages_for(item: EvalItem, system_prompt: str | None = None) -> list[dict[str, str]]:
@@ -164,7 +149,7 @@ def evaluate(spec: TaskSpec, items: list[EvalItem], backend: Any, settings: GenS
         if (rec := cache.get(sample_key(spec.name, it.id, j, skey))) is None or rec.get("failed")
     ]
     if todo:
-        _end_with_newline(samples_path)
+        drop_partial_line(samples_path)  # a half-written last line is cut before appending
         with samples_path.open("a", encoding="utf-8") as f, Progress(
             TextColumn(f"[bold]{label or spec.name}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
             transient=False,
@@ -174,7 +159,7 @@ def evaluate(spec: TaskSpec, items: list[EvalItem], backend: Any, settings: GenS
             def on_output(req: Request, out: Output) -> None:
                 rec = make_record(spec, by_id[req.question_id], req, out, settings)
                 cache[sample_key(spec.name, req.question_id, req.sample, skey)] = rec
-                f.write(json.dumps(rec, ensure_ascii=False) + "\n")
+                f.write(dump_line(rec))
                 f.flush()
                 progress.advance(bar)
 

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from steiner.grading import LETTERS
+from steiner.jsonl import read_jsonl
 
 AnswerType = Literal["choice", "number", "math", "countdown", "text"]
 ANSWER_TYPES: tuple[str, ...] = ("choice", "number", "math", "countdown", "text")
@@ -165,14 +166,10 @@ def read_rows(spec: TaskSpec) -> tuple[list[dict[str, Any]], str]:
     if not p.is_file():
         raise TaskError(f"data file {str(p)!r} does not exist")
     if fmt == "jsonl":
-        rows = []
-        for i, line in enumerate(p.read_text(encoding="utf-8").splitlines(), start=1):
-            if not line.strip():
-                continue
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError as e:
-                raise TaskError(f"{p}: line {i} is not valid JSON: {e}") from e
+        try:
+            rows = read_jsonl(p, "data")
+        except ValueError as e:
+            raise TaskError(str(e)) from e
     elif fmt == "json":
         data = json.loads(p.read_text(encoding="utf-8"))
         rows = data if isinstance(data, list) else data.get("data") if isinstance(data, dict) else None

@@ -8,13 +8,13 @@ every token.
 
 from __future__ import annotations
 
-import json
 import random
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from steiner.config import ConfigError, check_range, opt
+from steiner.jsonl import iter_records
 from steiner.train.common import (
     TrainConfig,
     finish,
@@ -58,15 +58,9 @@ def read_text_files(files: list[str]) -> list[str]:
         if not p.is_file():
             raise FileNotFoundError(f"text file {str(p)!r} does not exist")
         if p.suffix == ".jsonl":
-            for n, line in enumerate(p.open(), start=1):
-                if not line.strip():
-                    continue
-                try:
-                    rec = json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise ValueError(f"{p}:{n}: not valid JSON ({e.msg})") from e
-                if not isinstance(rec, dict) or not isinstance(rec.get("text"), str):
-                    raise ValueError(f"{p}:{n}: record has no string 'text' field")
+            for where, rec in iter_records(p, "text"):
+                if not isinstance(rec.get("text"), str):
+                    raise ValueError(f"{where}: record has no string 'text' field")
                 docs.append(rec["text"])
         elif p.suffix in (".txt", ".md", ""):
             docs += [d.strip() for d in p.read_text().split("\n\n") if d.strip()]
