@@ -10,7 +10,7 @@ import pytest
 
 from steiner.countdown import step_key
 from steiner.format import Step, step_to_dict
-from steiner.synth.cluster import Embedder, cluster_embeddings, cluster_steps
+from steiner.synth.cluster import Embedder, cluster_embeddings, cluster_steps, mark_dead_ends, step_values
 from steiner.synth.dag import build_dag
 
 
@@ -53,3 +53,60 @@ def test_real_offline_model_merges_paraphrases():
     assert dag.graph.number_of_nodes() == 4 and nx.is_directed_acyclic_graph(dag.graph)
     assert len(dag.to_record()["nodes"][2]["texts"]) == 2
     assert time.time() - t0 < 120
+
+
+class SameVector:
+    """An embedder that calls every text the same (cosine 1): only value safety can keep steps apart."""
+
+    def encode(self, texts):
+        return np.ones((len(texts), 4), dtype=np.float32) / 2
+
+
+@pytest.mark.parametrize(("a", "b", "same"), [
+    ("x = 3", "x = -3", False), ("So x=-3.", "Thus x = -3", True), ("The pens cost 12 dollars.", "cost 7", False),
+    ("1/6", "5/6", False), ("1/2", "0.50", True), (r"$\frac{1}{6}$", "1/6", True), ("20 - 12 = 8", "8 = 20 - 12", True),
+    ("1,000 dollars", "1000 dollars", True), ("3 apples", "3 apples and 3 pears", False),
+])
+def test_step_values(a, b, same):
+    assert (step_values(a) == step_values(b)) is same
+
+
+def test_value_safe_clustering_never_merges_different_values_or_dead_ends():
+    texts = ["The pens cost 12 dollars.", "The pens cost 7 dollars.", "Together the pens cost 12 dollars.",
+             "So x = 3.", "So x = -3.", "The probability is 1/6.", "The probability is 5/6."]
+    steps = [Step(summary=t) for t in texts]
+    labels = cluster_steps(steps, embedder=SameVector(), threshold=0.85)
+    assert labels[0] == labels[2] and len(set(labels)) == 6
+    assert len(set(cluster_steps(steps, embedder=SameVector(), threshold=0.85, value_safe=False))) == 1
+    # a step of an abandoned attempt never joins a live step, even with the same text
+    dead = Step(summary="The pens cost 12 dollars.", meta={"dead_end": True})
+    labels = cluster_steps([steps[0], dead, Step(summary="Pens: 12 dollars.", meta={"dead_end": True})],
+                           embedder=SameVector())
+    assert labels[0] != labels[1] and labels[1] == labels[2]
+
+
+def test_mark_dead_ends_marks_only_abandoned_attempt_steps():
+    def d(summary, part, decision="proceed", returns_to=None):
+        return step_to_dict(Step("n", "t", summary, "r", decision, returns_to, {"part": part}))
+
+    rec = {"steps": [d("a", "prefix"), d("b", "attempt"), d("c", "attempt", "backtrack", 1), d("e", "continuation"),
+                     d("f", "continuation", "end")]}
+    ok = {"steps": [d("a", "prefix"), d("b", "attempt"), d("f", "continuation", "end")]}
+    mark_dead_ends([rec, ok])
+    assert [bool(s["meta"].get("dead_end")) for s in rec["steps"]] == [False, True, True, False, False]
+    assert not any(s["meta"].get("dead_end") for s in ok["steps"])
+
+
+@pytest.mark.slow  # loads the real MiniLM (~20 s on 2 shared cores)
+def test_real_model_scores_different_values_as_similar_but_they_stay_apart():
+    emb = Embedder()
+    texts = ["The pens cost 12 dollars.", "The pens cost 7 dollars.", "Together the pens cost 12 dollars.",
+             "So x = 3.", "So x = -3.", "The probability is 1/6.", "The probability is 5/6."]
+    v = emb.encode(texts)
+    for i, j in [(0, 1), (3, 4), (5, 6)]:  # topic, not value: above the 0.85 threshold
+        assert float(v[i] @ v[j]) > 0.85
+    steps = [Step(summary=t) for t in texts]
+    labels = cluster_steps(steps, embedder=emb, threshold=0.85)
+    assert labels[0] == labels[2] and len(set(labels)) == 6
+    blind = cluster_steps(steps, embedder=emb, threshold=0.85, value_safe=False)
+    assert blind[0] == blind[1] and blind[3] == blind[4]  # what value safety prevents

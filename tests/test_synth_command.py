@@ -12,7 +12,7 @@ from steiner.config import ConfigError
 from steiner.countdown import check_answer, generate_problems
 from steiner.countdown.teacher import BuiltinCountdownTeacher
 from steiner.format import ReasoningPath, parse, render, step_from_dict, step_to_dict
-from steiner.synth.pipeline import SynthConfig, load_questions, main
+from steiner.synth.pipeline import SynthConfig, load_questions, main, truncate
 from steiner.synth.teacher import Question
 from steiner.tokenizer import load_tokenizer
 
@@ -165,3 +165,17 @@ def test_commands_module_only_parses_flags_and_keeps_the_old_import():
 
     assert cmd.SynthConfig is lib.SynthConfig and cmd.main is lib.main
     assert "def main" not in inspect.getsource(cmd) and "class SynthConfig" not in inspect.getsource(cmd)
+
+
+def test_resume_cuts_a_partial_last_line_in_place(tmp_path, tok_dir):
+    cfg = SynthConfig(out=str(tmp_path), problems=4, test_problems=0, tokenizer=tok_dir, progress=False)
+    truncate(cfg)
+    steps = tmp_path / "steps.jsonl"
+    whole = steps.read_bytes()
+    inode = steps.stat().st_ino
+    with steps.open("ab") as fh:  # a kill in the middle of a write
+        fh.write(b'{"question_id": "p0", "kind": "trunc')
+    section = truncate(cfg)
+    assert steps.stat().st_ino == inode  # cut in place, not rewritten through a new file
+    assert steps.read_bytes() == whole and section["truncation"]["written"] == 0
+    assert section["truncation"]["skipped"] == len(whole.splitlines())

@@ -13,10 +13,16 @@ from steiner.synth.prompts import (
     TeacherReplyError,
     extract_json,
     forward_messages,
+    language_of,
+    language_share,
     parse_forward_reply,
     parse_reference_reply,
+    parse_returns_to,
     parse_reveal_reply,
     reference_messages,
+    repair_json_escapes,
+    reply_schema,
+    response_format,
     reveal_messages,
 )
 
@@ -144,3 +150,96 @@ def test_disk_cache_atomic_and_tolerant(tmp_path):
         th.join()
     assert all(cache.get(k) == {"reply": k * 50} for k in keys)
     assert not list((tmp_path / "c").glob("*/*.tmp"))
+
+
+# ---------------------------------------------------------------- tolerant parsing (strong-model replies)
+
+LATEX_REPLY = r'''{"steps": [{"name": "Setup", "thought": "We have $\frac{1}{2} \times 3$, $\nu = 2$, $\sqrt{2}$, \(x\), $\theta$, $\beta \neq 0$, $\rho \to \infty$ and $\binom{4}{2}$.\nNext line.", "summary": "Done \\frac{a}{b}.", "reflection": "tab:\there"}], "final_answer": "\frac{3}{2}"}'''
+
+
+def test_latex_with_single_backslashes_is_kept_exactly():
+    steps, answer = parse_reference_reply(LATEX_REPLY)
+    assert steps[0].thought == (r"We have $\frac{1}{2} \times 3$, $\nu = 2$, $\sqrt{2}$, \(x\), $\theta$, "
+                                r"$\beta \neq 0$, $\rho \to \infty$ and $\binom{4}{2}$." + "\nNext line.")
+    assert steps[0].summary == r"Done \frac{a}{b}." and answer == r"\frac{3}{2}"
+    assert steps[0].reflection == "tab:\there"  # a real JSON escape (tab + "here" is no LaTeX command) stays one
+    assert "\x0c" not in steps[0].thought and "\t" not in steps[0].thought
+
+
+def test_repair_keeps_valid_json_and_unicode_escapes():
+    text = '{"a": "line\\nbreak \\u00e9 \\"q\\" \\\\frac \\/", "b": [1, 2]}'
+    assert repair_json_escapes(text) == text
+    assert json.loads(repair_json_escapes(text))["a"] == 'line\nbreak é "q" \\frac /'
+
+
+def test_think_block_with_braces_is_skipped_and_the_object_with_the_keys_is_taken():
+    text = ('<think>The schema is {"steps": [...]} and {"final_answer": "?"}; x^{2} {draft}</think>\n'
+            'Note {"confidence": 0.9}\n```json\n' + reply(steps=[GOOD], final_answer="7") + "\n```\n"
+            'Also {"unrelated": true}')
+    steps, answer = parse_reference_reply(text)
+    assert answer == "7" and steps[0].name == "Add"
+    # a lone closing tag (the server stripped the opening one) and an unclosed block
+    assert parse_reference_reply("draft {x}</think>" + reply(steps=[GOOD], final_answer="8"))[1] == "8"
+    with pytest.raises(TeacherReplyError) as err:
+        parse_reference_reply("<think>" + reply(steps=[GOOD], final_answer="8"))
+    assert err.value.code == "empty"
+
+
+def test_the_last_complete_object_wins_over_a_partial_one():
+    text = reply(steps=[GOOD]) + "\nOn reflection:\n" + reply(steps=[{**GOOD, "name": "Final"}], final_answer="9")
+    steps, answer = parse_reference_reply(text)
+    assert steps[0].name == "Final" and answer == "9"
+
+
+def test_null_reflections_are_accepted():
+    steps, _ = parse_reference_reply(reply(steps=[{**GOOD, "reflection": None}, {k: v for k, v in GOOD.items()
+                                                                                 if k != "reflection"}],
+                                           final_answer="7"))
+    assert [s.reflection for s in steps] == ["", ""]
+    rev = parse_reveal_reply(reply(reflection=None, returns_to=None, steps=[], final_answer="7"), 2)
+    assert rev.reflection == "" and rev.returns_to is None
+    with pytest.raises(TeacherReplyError) as err:  # a backtrack must say why
+        parse_reveal_reply(reply(reflection=None, returns_to=1, steps=[GOOD], final_answer="7"), 2)
+    assert err.value.code == "missing_field"
+
+
+@pytest.mark.parametrize(("value", "expected"), [("step 2", 2), ("Step 1", 1), ("steps 0", 0), (" 2 ", 2),
+                                                 (1.0, 1), ("第2步", 2), ("null", None), ("None", None)])
+def test_returns_to_spellings(value, expected):
+    assert parse_returns_to(value, 3) == expected
+
+
+@pytest.mark.parametrize("value", ["step two", "2 or 3", 1.5, [1], "step 5"])
+def test_returns_to_ambiguous_spellings_are_rejected(value):
+    with pytest.raises(TeacherReplyError) as err:
+        parse_returns_to(value, 3)
+    assert err.value.code == "bad_returns_to"
+
+
+def test_reply_schemas_match_the_parser():
+    """A reply built from each schema's shape parses; the schemas are strict-mode compatible."""
+    for kind in ("reference", "forward", "reveal"):
+        schema = reply_schema(kind)
+        assert schema["additionalProperties"] is False and set(schema["required"]) == set(schema["properties"])
+        assert response_format(kind, "json_schema")["json_schema"]["schema"] == schema
+    assert reply_schema("reveal")["properties"]["returns_to"]["type"] == ["integer", "null"]
+    assert response_format("forward", "json_object") == {"type": "json_object"}
+    assert response_format("forward", "text") is None
+    with pytest.raises(ValueError, match="reply kind"):
+        reply_schema("other")
+
+
+@pytest.mark.parametrize(("text", "lang"), [("So x = 3.", "latin"), ("因此 x = 3。", "zh"), ("したがって x = 3", "ja"),
+                                             ("따라서 x = 3", "ko"), ("Значит x = 3", "cyrillic"), ("= 3", None)])
+def test_language_of(text, lang):
+    assert language_of(text) == lang
+
+
+def test_language_share_counts_steps_against_their_question():
+    paths = [{"question": "长方形的面积是多少？", "steps": [{"thought": "面积等于长乘以宽。", "summary": "面积 = 40"},
+                                                    {"thought": "So the area is 40.", "summary": "Area 40."}]},
+             {"question": "What is 2 + 2?", "steps": [{"thought": "2 + 2 = 4.", "summary": "It is four."}]}]
+    share = language_share(paths)
+    assert share["steps_in_question_language"] == round(2 / 3, 4)
+    assert share["by_question_language"] == {"latin": {"paths": 1, "steps": 1, "in_question_language": 1.0},
+                                             "zh": {"paths": 1, "steps": 2, "in_question_language": 0.5}}
