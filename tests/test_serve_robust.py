@@ -100,47 +100,52 @@ def test_other_edge_inputs(http):
         "stream_options.include_usage")
 
 
-# ---- generated bodies ----------------------------------------------------------------------------------
+# ---- generated bodies: valid ones, valid ones with one field replaced by any JSON, and any JSON ----------
 json_scalars = st.none() | st.booleans() | st.integers(-(2**80), 2**80) | st.floats(allow_nan=False) | st.text(
     alphabet=st.characters(codec=None, exclude_categories=()), max_size=20)
 json_values = st.recursive(json_scalars, lambda kids: st.lists(kids, max_size=3) | st.dictionaries(
     st.text(max_size=8), kids, max_size=3), max_leaves=10)
-texts = st.text(alphabet=st.characters(exclude_categories=()), max_size=30)  # surrogates and NUL included
+texts = st.text(alphabet=st.characters(exclude_categories=()), max_size=30)  # NUL and lone surrogates included
 message = st.fixed_dictionaries(
-    {"role": st.sampled_from(["system", "developer", "user", "assistant", "tool"]) | json_values},
+    {"role": st.sampled_from(["system", "developer", "user", "assistant", "tool"])},
     optional={"content": texts | st.lists(st.fixed_dictionaries({"type": st.just("text"), "text": texts}),
-                                           max_size=2) | json_values,
-              "reasoning_content": texts | json_values,
-              "steps": st.lists(st.dictionaries(st.sampled_from(["name", "summary", "decision", "returns_to"]),
-                                                json_values | texts, max_size=4), max_size=2) | json_values})
+                                           max_size=2),
+              "reasoning_content": texts,
+              "steps": st.lists(st.fixed_dictionaries({}, optional={
+                  "name": texts, "summary": texts, "decision": st.sampled_from(["proceed", "backtrack", "end"]),
+                  "returns_to": st.integers(0, 3)}), max_size=2)})
 small_int = st.integers(0, 8)
 fields = {
-    "model": st.just(NAME) | json_values,
-    "messages": st.lists(message, min_size=1, max_size=3) | json_values,
-    "max_tokens": st.integers(1, 6) | st.integers(10**6, 2**70) | json_values,
-    "max_completion_tokens": st.integers(1, 6) | json_values,
-    "temperature": st.floats(0, 2) | json_values,
-    "top_p": st.floats(0, 1) | json_values,
-    "n": st.integers(1, 3) | st.integers(-5, 100) | json_values,
-    "seed": st.integers(-(2**70), 2**70) | json_values,
-    "stop": texts | st.lists(texts, max_size=3) | json_values,
-    "stream": st.booleans() | json_values,
-    "stream_options": st.fixed_dictionaries({}, optional={"include_usage": st.booleans() | json_values}) | json_values,
-    "logprobs": st.booleans() | json_values,
-    "top_logprobs": small_int | st.integers(-3, 40) | json_values,
-    "min_steps": small_int | json_values,
-    "max_steps": small_int | json_values,
-    "max_reasoning_tokens": st.integers(1, 40) | json_values,
-    "format_strict": st.booleans() | json_values,
-    "ignore_eos": st.booleans() | json_values,
-    "tools": st.just([]) | json_values,
-    "response_format": st.just({"type": "text"}) | json_values,
-    "logit_bias": json_values,
-    "user": json_values,
+    "model": st.just(NAME),
+    "messages": st.lists(message, min_size=1, max_size=3),
+    "max_tokens": st.integers(1, 6) | st.integers(10**6, 2**70),
+    "max_completion_tokens": st.integers(1, 6),
+    "temperature": st.floats(0, 2),
+    "top_p": st.floats(0, 1),
+    "n": st.integers(1, 3) | st.integers(-5, 100),
+    "seed": st.integers(-(2**70), 2**70),
+    "stop": texts | st.lists(texts, max_size=3),
+    "stream": st.booleans(),
+    "stream_options": st.fixed_dictionaries({}, optional={"include_usage": st.booleans()}),
+    "logprobs": st.booleans(),
+    "top_logprobs": small_int | st.integers(-3, 40),
+    "min_steps": small_int,
+    "max_steps": small_int,
+    "max_reasoning_tokens": st.integers(1, 40),
+    "format_strict": st.booleans(),
+    "ignore_eos": st.booleans(),
+    "tools": st.just([]),
+    "response_format": st.just({"type": "text"}),
+    "logit_bias": st.just({}),
+    "user": st.text(max_size=5),
+    "an_unknown_field": json_values,
 }
 required = ("model", "messages")
-bodies = st.fixed_dictionaries({k: fields[k] for k in required}, optional={
-    **{k: v for k, v in fields.items() if k not in required}, "unknown_field": json_values}) | json_values
+valid_bodies = st.fixed_dictionaries({k: fields[k] for k in required},
+                                     optional={k: v for k, v in fields.items() if k not in required})
+one_bad_field = st.tuples(valid_bodies, st.sampled_from(sorted(fields)), json_values).map(
+    lambda t: {**t[0], t[1]: t[2]})
+bodies = st.one_of(valid_bodies, one_bad_field, json_values)
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
@@ -157,6 +162,6 @@ def test_generated_raw_bytes_get_a_json_4xx(http, raw):
 
 def test_the_server_still_answers_after_the_storm(http):
     if SEEN:  # the generated bodies reached both sides: answers and errors
-        assert SEEN[200] >= 5 and SEEN[400] >= 50, SEEN
+        assert SEEN[200] >= 30 and SEEN[400] >= 50, SEEN
     r = post(http, {"model": NAME, "messages": MSGS, "max_tokens": 5, "ignore_eos": True})
     assert r.status_code == 200 and r.json()["usage"]["completion_tokens"] == 5
