@@ -313,6 +313,11 @@ def test_bad_data_errors_and_counted_skips(rl_data, tmp_path):
     assert [it.id for it in items] == ["q1"] and skipped == {"no_dag": 2, "unmatched_dags": 1}
     items, skipped = load_items(RLConfig(model="m", mode="outcome", questions=str(mixed), dags=str(dags)))
     assert [it.id for it in items] == ["q1", "zz", "yy"] and skipped == {"no_dag": 0, "unmatched_dags": 1}
+    from steiner.train.rl import build_trainer
+
+    with pytest.raises(ValueError, match=r"1 questions, but one RL step samples questions_per_step \(2\)"):
+        build_trainer(RLConfig(model="m", questions=str(mixed), dags=str(dags), questions_per_step=2,
+                               num_generations=2, per_device_batch_size=4, use_cpu=True))
 
 
 def test_example_configs_load():

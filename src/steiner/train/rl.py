@@ -217,6 +217,10 @@ def build_trainer(cfg: RLConfig, trainer_cls: type | None = None) -> tuple[Any, 
 
     items, skipped = load_items(cfg)  # bad data fails before any model loads
     args = cfg.grpo_config()
+    if len(items) < cfg.questions_per_step * args.world_size:
+        raise ValueError(f"{len(items)} questions, but one RL step samples questions_per_step "
+                         f"({cfg.questions_per_step}) x {args.world_size} processes distinct questions; "
+                         "lower questions_per_step or add questions")
     model, tok = load_model_and_tokenizer(dataclasses.replace(cfg, lora=False))
     peft = None
     if cfg.lora:
