@@ -8,7 +8,7 @@ import random
 
 import pytest
 
-from steiner.countdown import ops_steps
+from steiner.countdown import ops_steps, parse_op, step_key
 from steiner.countdown.teacher import BuiltinCountdownTeacher
 from steiner.domain import (
     TEXT,
@@ -70,6 +70,8 @@ def test_countdown_step_checker_reasons():
     assert dom.check_step(CD, None, second).reason == "uses 32 and 7, but the numbers left are 4, 7, 8"
     assert not dom.check_step(CD, None, Step(name="think", summary="no move here")).ok
     lie = Step(name="x", summary="8 * 4 = 32; remaining: 7, 33")
+    # written in the current step wording: if countdown/steps.py reads steps differently, rewrite `lie`
+    assert parse_op(lie) == (8, "*", 4, 32) and step_key(lie) == "7,33"
     assert dom.check_step(CD, None, lie).reason == "claims the numbers left are 7,33, but the move leaves 7,32"
     assert dom.check_step(CD, None, Step(name="x", summary="7 - 8 = 1; remaining: 1, 4")).ok is False
 
