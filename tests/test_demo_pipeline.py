@@ -199,3 +199,21 @@ def test_the_sft_key_is_the_full_sft_config(tmp_path, fake_stages):
     assert sft["num_epochs"] == 4.0 and "learning_rate" in sft and "lora" in sft  # library fields too
     # (a) is trained for as many steps as (b) took
     assert pipe.record("sft_optimal").config["max_steps"] == 7
+
+
+def test_the_end_to_end_test_sizes_build_valid_stage_configs(tmp_path, fake_stages):
+    """Every stage config the small sizes of tests/test_demo.py build passes its own checks."""
+    import argparse
+
+    from tests.test_demo import TINY
+
+    from steiner.config import add_arguments, config_from_args
+    from steiner.demo import DemoConfig
+
+    ap = argparse.ArgumentParser()
+    add_arguments(ap, DemoConfig)
+    cfg = config_from_args(DemoConfig, ap.parse_args(["--out", str(tmp_path / "demo"), *TINY]))
+    pipe = _run(cfg, fake_stages)
+    assert fake_stages == STAGES_BEFORE_STUDY + STUDY
+    rl = pipe.record("rl_step").config  # 2 questions x 2 completions: minibatches of 4
+    assert rl["per_device_batch_size"] == 4 and rl["questions_per_step"] * rl["num_generations"] == 4

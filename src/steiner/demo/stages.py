@@ -10,16 +10,17 @@ an option the stage depends on.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from steiner.synth.pipeline import SynthConfig
 from steiner.eval.runner import EvalConfig
 from steiner.eval.sweep import SweepConfig
 from steiner.modeling import TinyModelConfig
 from steiner.probe import ProbeConfig
 from steiner.serve.config import ServeConfig
+from steiner.synth.pipeline import SynthConfig
 from steiner.train.cpt import CPTConfig
 from steiner.train.rl import RLConfig
 from steiner.train.sft import SteinerSFTConfig
@@ -175,11 +176,13 @@ def run_sft(c: SteinerSFTConfig, out: Path) -> dict[str, Any]:
 
 
 def rl(cfg: DemoConfig, out: Path, *, mode: str, model: Path, data: Path) -> RLConfig:
+    # minibatches of up to 16 completions that split each step's rl_questions x rl_group evenly
+    batch = math.gcd(16, cfg.rl_questions * cfg.rl_group)
     return RLConfig(model=str(model), output_dir=str(out), seed=cfg.seed, mode=mode,
                     questions=str(data / "problems.jsonl"), dags=str(data / "dags.jsonl"),
                     num_generations=cfg.rl_group, questions_per_step=cfg.rl_questions, max_steps=cfg.rl_steps,
                     max_new_tokens=cfg.max_new_tokens, temperature=1.0, learning_rate=cfg.rl_learning_rate,
-                    per_device_batch_size=16, save_steps=10_000, logging_steps=1, kl_coef=0.02,
+                    per_device_batch_size=batch, save_steps=10_000, logging_steps=1, kl_coef=0.02,
                     max_reasoning_steps=cfg.rl_max_steps)
 
 
@@ -241,9 +244,9 @@ def multiturn(cfg: DemoConfig, *, model: Path, data: Path) -> MultiturnStage:
 def run_multiturn(c: MultiturnStage, out: Path) -> dict[str, Any]:
     """The follow-up conversation holds an earlier question and the model's own answer to it, whose
     reasoning the chat template collapses to step summaries, as a client sending the turn back would."""
-    from steiner.grading import grade
     from steiner.eval.tasks import load_items, resolve_task
     from steiner.format import step_to_dict
+    from steiner.grading import grade
     from steiner.infer import generate
     from steiner.tokenizer import load_model, load_tokenizer
 
