@@ -14,7 +14,8 @@ import importlib.util
 STAGES = [
     ("cpt", "steiner.train.cpt", "CPTConfig", "continual pre-training on text + rendered reasoning paths"),
     ("sft", "steiner.train.sft", "SteinerSFTConfig", "supervised fine-tuning on chat-formatted reasoning paths"),
-    ("rl", "steiner.train.rl", "RLConfig", "reinforcement learning with step-level rewards"),
+    ("rl", "steiner.train.rl", "RLConfig",
+     "reinforcement learning with step-level rewards on TRL's GRPOTrainer (other GRPOConfig options: --trl)"),
 ]
 
 

@@ -103,14 +103,14 @@ def vllm_processor_classes() -> list[type]:
 def _vllm_processors_installed(mode: str):
     """Colocate mode: the ``LLM`` TRL builds gets steiner's processors (TRL 1.16 passes none). Server
     mode: the server needs ``--logits-processors`` itself (docs/train.md)."""
-    if mode != "colocate":
-        yield
-        return
     import trl.generation.vllm_generation as vg
 
-    classes = vllm_processor_classes()
-    original = vg.LLM
-    vg.LLM = functools.partial(original, logits_processors=classes) if classes else original
+    original = getattr(vg, "LLM", None)  # absent when vLLM is not installed (TRL then fails on its own)
+    classes = vllm_processor_classes() if mode == "colocate" and original is not None else []
+    if not classes:
+        yield
+        return
+    vg.LLM = functools.partial(original, logits_processors=classes)
     try:
         yield
     finally:
