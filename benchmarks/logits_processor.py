@@ -1,8 +1,21 @@
-"""Time per decoded token of the step-bounds (and format) logits processors as reasoning grows.
+"""The logits processors measured three ways: call time, generation speed, and well-formed share.
 
-    .venv/bin/python benchmarks/logits_processor.py [--calls 200] [--batch 8]
+    .venv/bin/python benchmarks/logits_processor.py [--model DIR] [--sections micro,speed,quality]
 
-For completion lengths 100, 1000 and 4000 (batch 8), it replays consecutive decoding calls over a
+``--model`` is a save_pretrained folder (the demo's is steiner-demo/<...>/sft or rl); without it a
+random model shaped like the demo's (4 layers, 128 wide) is built here -- the harshest case for the
+format, since it never learned to close anything.
+
+speed: generation tokens/s (`model.generate`, sampling at temperature 1, ``--tokens`` new tokens) at
+batch 1 and 16 with no processor, `StepBoundsLogitsProcessor` and `FormatLogitsProcessor`, and the
+overhead of each against no processor (rounds interleaved, the best of ``--rounds`` kept, because
+the machine may be shared).
+
+quality: the share of completions that end with eos and parse with no problem, at temperature 1.0
+and 1.5, with and without a system prompt, with and without the format processor (``--samples``
+per cell, ``--tokens`` budget).
+
+micro: for completion lengths 100, 1000 and 4000 (batch 8), it replays consecutive decoding calls over a
 synthetic completion (steps of ~80 tokens) and prints microseconds per call for:
 
 - ``StepBoundsLogitsProcessor`` (ours: reads the last token; recounts step ends only at step ends),
@@ -51,7 +64,7 @@ def _time_calls(proc, seqs, scores) -> float:
     return statistics.median(times) * 1e6
 
 
-def main(calls: int = 200, batch: int = 8) -> None:
+def micro(calls: int = 200, batch: int = 8) -> None:
     import torch
     from rich.console import Console
     from rich.table import Table
@@ -114,9 +127,124 @@ def main(calls: int = 200, batch: int = 8) -> None:
     Console().print(f"apply_rules alone at vocab 151,936: {(time.perf_counter() - t0) / 50 * 1e6:.0f} µs per call")
 
 
-if __name__ == "__main__":
+SYSTEM = "You are a careful assistant. Think step by step and check each step."
+QUESTION = "Using the numbers 3, 5, 7 and 11 once each with + - * /, reach 24."
+
+
+def load_or_build(model_dir: str | None):
+    """(model, tokenizer, description): the folder given, else a random demo-shaped model."""
+    from steiner.tokenizer import load_model, load_tokenizer
+
+    if model_dir:
+        return load_model(model_dir).eval(), load_tokenizer(model_dir), model_dir
+    from steiner.modeling import TinyModelConfig, build_model
+
+    tok = _tokenizer()
+    cfg = TinyModelConfig(hidden_size=128, num_layers=4, num_heads=4, intermediate_size=512)
+    return build_model(tok, cfg).eval(), tok, "random 4x128 model (vocab %d)" % len(tok)
+
+
+def _processors(kind: str, tok, max_new_tokens: int) -> list:
+    from steiner.infer import FormatLogitsProcessor, StepBoundsLogitsProcessor
+
+    if kind == "step bounds":
+        return [StepBoundsLogitsProcessor(tok, min_steps=1, max_steps=8)]
+    if kind == "format":
+        return [FormatLogitsProcessor(tok, min_steps=1, max_steps=8, max_new_tokens=max_new_tokens)]
+    return []
+
+
+def speed(model, tok, tokens: int = 128, rounds: int = 3, batches: tuple[int, ...] = (1, 16)) -> list[dict]:
+    """Generation tokens/s per batch size and processor (rows x decode steps / seconds, best round)."""
+    import torch
+    from transformers import LogitsProcessorList
+
+    text = tok.apply_chat_template([{"role": "user", "content": QUESTION}], tokenize=False,
+                                   add_generation_prompt=True)
+    kinds = ("none", "step bounds", "format")
+    best: dict[tuple[int, str], float] = {}
+    for b in batches:
+        enc = tok([text] * b, return_tensors="pt", padding=True, add_special_tokens=False)
+        for r in range(rounds):
+            for kind in kinds:
+                torch.manual_seed(r)
+                t0 = time.perf_counter()
+                with torch.inference_mode():
+                    out = model.generate(**enc, max_new_tokens=tokens, do_sample=True, temperature=1.0, top_k=0,
+                                         logits_processor=LogitsProcessorList(_processors(kind, tok, tokens)),
+                                         pad_token_id=tok.pad_token_id)
+                dt = time.perf_counter() - t0
+                rate = b * (out.shape[1] - enc["input_ids"].shape[1]) / dt
+                best[b, kind] = max(best.get((b, kind), 0.0), rate)
+    rows = []
+    for b in batches:
+        base = best[b, "none"]
+        for kind in kinds:
+            rows.append({"batch": b, "processor": kind, "tok_s": best[b, kind],
+                         "overhead": base / best[b, kind] - 1})
+    return rows
+
+
+def quality(model, tok, samples: int = 32, tokens: int = 128, seed: int = 0) -> list[dict]:
+    """Well-formed share per temperature x system prompt x processor."""
+    from steiner.infer import generate
+
+    rows = []
+    for temperature in (1.0, 1.5):
+        for system in (None, SYSTEM):
+            convo = ([{"role": "system", "content": system}] if system else []) + [
+                {"role": "user", "content": QUESTION}]
+            for strict in (False, True):
+                [gens] = generate(model, tok, [convo], n=samples, max_new_tokens=tokens, temperature=temperature,
+                                  seed=seed, format_strict=strict, batch_size=16)
+                ok = sum(g.finish_reason == "stop" and g.path.ok and g.path.complete for g in gens)
+                problems = sorted({p.code for g in gens for p in g.path.problems}
+                                  | ({"length"} if any(g.finish_reason == "length" for g in gens) else set()))
+                rows.append({"temperature": temperature, "system": bool(system), "format": strict, "ok": ok,
+                             "n": len(gens), "problems": problems})
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    import torch
+    from rich.console import Console
+    from rich.table import Table
+
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--calls", type=int, default=200, help="consecutive calls timed per cell")
-    ap.add_argument("--batch", type=int, default=8, help="rows per call")
-    a = ap.parse_args()
-    main(a.calls, a.batch)
+    ap.add_argument("--model", default=None, help="save_pretrained folder (default: a random demo-shaped model)")
+    ap.add_argument("--sections", default="speed,quality,micro", help="which tables: speed, quality, micro")
+    ap.add_argument("--tokens", type=int, default=128, help="new tokens per completion (speed, quality)")
+    ap.add_argument("--rounds", type=int, default=3, help="speed: interleaved rounds, best kept")
+    ap.add_argument("--samples", type=int, default=32, help="quality: completions per cell")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads")
+    ap.add_argument("--calls", type=int, default=200, help="micro: consecutive calls timed per cell")
+    ap.add_argument("--batch", type=int, default=8, help="micro: rows per call")
+    a = ap.parse_args(argv)
+    torch.set_num_threads(a.threads)
+    sections = set(a.sections.split(","))
+    console = Console(width=120)
+    if sections & {"speed", "quality"}:
+        model, tok, what = load_or_build(a.model)
+    if "speed" in sections:
+        t = Table(title=f"generation tokens/s, {what}, {a.tokens} new tokens, {a.threads} thread(s)")
+        for col in ("batch", "processor", "tokens/s", "overhead"):
+            t.add_column(col, justify="right")
+        for r in speed(model, tok, a.tokens, a.rounds):
+            t.add_row(str(r["batch"]), r["processor"], f"{r['tok_s']:.0f}",
+                      "-" if r["processor"] == "none" else f"{100 * r['overhead']:+.1f}%")
+        console.print(t)
+    if "quality" in sections:
+        t = Table(title=f"well-formed completions (eos within {a.tokens} tokens, no parse problem), {what}")
+        for col in ("temperature", "system prompt", "format processor", "well-formed", "problems seen"):
+            t.add_column(col, justify="right")
+        for r in quality(model, tok, a.samples, a.tokens):
+            t.add_row(f"{r['temperature']:.1f}", "yes" if r["system"] else "no", "on" if r["format"] else "off",
+                      f"{r['ok']}/{r['n']}", ", ".join(r["problems"]) or "-")
+        console.print(t)
+    if "micro" in sections:
+        micro(a.calls, a.batch)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

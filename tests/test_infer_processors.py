@@ -284,3 +284,54 @@ def test_format_random_logits_many_steps_and_backtracks(tiny_tokenizer, ids, see
     path = parse(text)
     assert path.ok, [str(p) for p in path.problems]
     assert path.complete and len(path.steps) >= 4  # min_steps holds; backtracks occur in most seeds
+
+
+@pytest.mark.parametrize("budget,temperature,seed", [(32, 1.0, 0), (48, 5.0, 1), (100, 1.5, 2), (300, 5.0, 3),
+                                                     (300, 1.0, 4), (64, 1.5, 5)])
+def test_format_completion_ends_within_max_new_tokens(tiny_tokenizer, ids, budget, temperature, seed):
+    """Random logits that rarely close anything: the budget closes the step, the reasoning, the answer."""
+    proc = FormatLogitsProcessor(tiny_tokenizer, prompt_lengths=3, max_new_tokens=budget)
+    completion = _sample_with(proc, tiny_tokenizer, ids, steps=budget + 50, boost=-2.0, temperature=temperature,
+                              seed=seed)
+    assert len(completion) <= budget and completion[-1] == tiny_tokenizer.eos_token_id
+    reasoning = _reasoning_part(completion, ids)
+    assert len(completion) - len(reasoning) >= 2  # room was left for an answer and eos
+    path = parse(tiny_tokenizer.decode(completion[:-1], skip_special_tokens=False))
+    assert path.ok and path.complete, [str(p) for p in path.problems]
+
+
+def test_format_field_and_answer_caps(tiny_tokenizer, ids):
+    """Text-only logits: every field is closed at its cap, and the answer at its own."""
+    caps = (3, 7, 4, 5)
+    proc = FormatLogitsProcessor(tiny_tokenizer, max_steps=2, prompt_lengths=3, field_caps=caps, max_answer_tokens=6)
+    completion = _sample_with(proc, tiny_tokenizer, ids, steps=300, boost=-30.0, temperature=1.0, seed=7)
+    starts = [ids.name_start, ids.thought_start, ids.summary_start, ids.reflection_start]
+    ends = [ids.name_end, ids.thought_end, ids.summary_end, ids.reflection_end]
+    for f in range(4):
+        spans = [(k, completion.index(ends[f], k)) for k, t in enumerate(completion) if t == starts[f]]
+        assert spans and all(e - k - 1 == caps[f] for k, e in spans)  # closed exactly at the cap
+    assert completion[-1] == tiny_tokenizer.eos_token_id
+    assert len(completion) - 1 - (completion.index(ids.reasoning_end) + 1) == 6
+    assert parse(tiny_tokenizer.decode(completion[:-1], skip_special_tokens=False)).ok
+
+
+def test_format_budget_rejects_bad_options(tiny_tokenizer):
+    with pytest.raises(ValueError, match="max_new_tokens"):
+        FormatLogitsProcessor(tiny_tokenizer, max_new_tokens=0)
+    with pytest.raises(ValueError, match="field_caps"):
+        FormatLogitsProcessor(tiny_tokenizer, field_caps=(1, 2, 3))
+
+
+def test_format_strict_generate_on_a_random_model_always_parses(tiny_tokenizer, tiny_model):
+    """The harshest case: an untrained model, sampled at temperature 1.0 and 1.5, with and without a
+    system prompt, through `steiner.infer.generate`: every completion ends with eos and parses cleanly."""
+    from steiner.infer import generate
+
+    user = [{"role": "user", "content": "Reach 24 with 3 5 7 11."}]
+    convos = [user, [{"role": "system", "content": "You are a careful assistant. Think step by step."}, *user]]
+    for temperature in (1.0, 1.5):
+        gens = generate(tiny_model, tiny_tokenizer, convos, n=4, max_new_tokens=64, temperature=temperature,
+                         seed=11, format_strict=True)
+        for g in (g for per in gens for g in per):
+            assert g.finish_reason == "stop" and g.completion_tokens <= 64
+            assert g.path.ok and g.path.complete, [str(p) for p in g.path.problems]

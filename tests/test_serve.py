@@ -346,3 +346,15 @@ def test_unsupported_and_unknown_fields(live, client):
     r = httpx.post(f"{live.base_url}/chat/completions", json={**ok, "frobnicate": 1, "best_of": 2},
                    headers={"Authorization": f"Bearer {KEY}"})
     assert r.status_code == 200 and r.headers["x-steiner-ignored-fields"] == "best_of,frobnicate"
+
+
+def test_format_strict_completions_finish_within_max_tokens(client):
+    """An untrained model at temperature 1.5 with a system prompt: with format_strict every completion
+    ends (finish_reason stop) inside max_tokens and parses with no problem."""
+    messages = [{"role": "system", "content": "Be careful."}, {"role": "user", "content": "Reach 24 with 3 5 7 11."}]
+    r = client.chat.completions.create(model=NAME, messages=messages, n=8, max_tokens=48, temperature=1.5, seed=5,
+                                       extra_body={"format_strict": True})
+    assert r.usage.completion_tokens <= 8 * 48
+    for c in r.choices:
+        path = parse(reasoning_of(c.message) + (c.message.content or ""))
+        assert c.finish_reason == "stop" and path.ok and path.complete, [str(p) for p in path.problems]

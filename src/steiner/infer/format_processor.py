@@ -46,11 +46,16 @@ FIELD_EMPTY = 5  # + field index 0..3 (name, thought, summary, reflection): just
 FIELD_TEXT = 9  # + field index: has text
 AFTER_FIELD = 13  # + field index: closed, expecting the next field or the step end
 DECIDE, CONTINUE, END_ONLY, ANSWER = 17, 18, 19, 20
-FORCE = 21  # + index of the token in ReasoningTokenIds.all(): that token only
-NUM_RULES = FORCE + 14
+FORCE = 21  # + index of the token in ReasoningTokenIds.all() (14: eos): that token only
+FORCE_EOS = FORCE + 14
+NUM_RULES = FORCE + 15
 
-WINDOW = 128
+WINDOW = 128  # search window when some length is uncapped (longer spans fall back to the whole completion)
 EOS_KIND = 15  # kinds: 0 text, 1..14 reasoning tokens in SPECIAL_TOKENS order, 15 eos
+# default caps on the text tokens of name, thought, summary, reflection, and of the answer
+FIELD_CAPS = (48, 512, 128, 128)
+ANSWER_CAP = 512
+ANSWER_RESERVE = 16  # completion tokens kept for the answer (eos included) under a max_new_tokens budget
 
 # tokens still needed to close the reasoning from each state (budget forcing)
 _NEED = {START: 2, OPEN_FIRST: 1, OPEN: 11, STEP: 10, DECIDE: 1}
@@ -69,6 +74,13 @@ class FormatLogitsProcessor(LogitsProcessor):
         max_reasoning_tokens: budget for the reasoning, ``<|reasoning_end|>`` included (None: none).
         prompt_lengths: where each row's completion starts (see `steiner.infer.step_bounds.CompletionStart`).
         allow_empty_fields: let a field close right after it opens (default: at least one text token).
+        max_new_tokens: the completion's budget, eos included (``max_tokens``): the reasoning is closed
+            early enough to leave ``answer_reserve`` tokens, and eos is forced on the last one, so a
+            completion of a budget of at least 32 tokens always ends with eos and parses cleanly.
+        field_caps: most text tokens in name, thought, summary, reflection (None: uncapped); a field
+            at its cap is closed.
+        max_answer_tokens: most answer tokens before eos is forced (None: uncapped).
+        answer_reserve: tokens kept for the answer (eos included) under ``max_new_tokens``.
 
     ``__call__(input_ids (rows, length), scores (rows, vocab)) -> new scores``, disallowed = ``-inf``.
     """
@@ -82,17 +94,35 @@ class FormatLogitsProcessor(LogitsProcessor):
         prompt_lengths: int | Sequence[int] | None = None,
         *,
         allow_empty_fields: bool = False,
+        max_new_tokens: int | None = None,
+        field_caps: Sequence[int] | None = FIELD_CAPS,
+        max_answer_tokens: int | None = ANSWER_CAP,
+        answer_reserve: int = ANSWER_RESERVE,
     ) -> None:
         check_step_bounds(min_steps, max_steps)
-        if max_reasoning_tokens is not None and (
-            isinstance(max_reasoning_tokens, bool) or not isinstance(max_reasoning_tokens, int) or max_reasoning_tokens < 1
-        ):
-            raise ValueError(f"max_reasoning_tokens must be a positive integer, got {max_reasoning_tokens!r}")
+        for name, value in (("max_reasoning_tokens", max_reasoning_tokens), ("max_new_tokens", max_new_tokens),
+                            ("max_answer_tokens", max_answer_tokens), ("answer_reserve", answer_reserve)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if field_caps is not None and (len(field_caps) != 4 or any(
+                isinstance(c, bool) or not isinstance(c, int) or c < 1 for c in field_caps)):
+            raise ValueError(f"field_caps must be 4 positive integers (name, thought, summary, reflection), "
+                             f"got {field_caps!r}")
         self.vocab = InferVocab.from_tokenizer(tokenizer)
         self.min_steps = min_steps
         self.max_steps = max_steps
         self.max_reasoning_tokens = max_reasoning_tokens
         self.allow_empty_fields = allow_empty_fields
+        self.max_new_tokens = max_new_tokens
+        self.field_caps = tuple(field_caps) if field_caps is not None else None
+        self.max_answer_tokens = max_answer_tokens
+        self.answer_reserve = answer_reserve
+        # the budget of the reasoning: its own, and the completion's less the answer's share
+        budgets = [b for b in (max_reasoning_tokens, max_new_tokens and max_new_tokens - answer_reserve) if b]
+        self.reasoning_budget = max(1, min(budgets)) if budgets else None
+        capped = self.field_caps is not None and max_answer_tokens is not None
+        # every open span is shorter than the window, so the search never falls back to the whole completion
+        self.window = max(*self.field_caps, max_answer_tokens) + 2 if capped else WINDOW
         self.start = CompletionStart(prompt_lengths)
         self._build_tables()
 
@@ -127,6 +157,8 @@ class FormatLogitsProcessor(LogitsProcessor):
             forced[AFTER_FIELD + f] = nxt
         for i, tok in enumerate(reasoning):
             allowed[FORCE + i] = [tok]
+        allowed[FORCE_EOS] = [v.eos_id]
+        forced[ANSWER] = v.eos_id
         self.table = RuleTable(allowed, NUM_RULES)
 
         # kind of each id, and the state after a structural kind (column: text follows it or not)
@@ -150,16 +182,25 @@ class FormatLogitsProcessor(LogitsProcessor):
         need = torch.zeros(NUM_RULES, dtype=torch.long)
         force_rule = torch.zeros(NUM_RULES, dtype=torch.long)
         index = {tok: i for i, tok in enumerate(reasoning)}
+        index[v.eos_id] = 14
         for s, n in _NEED.items():
             need[s] = n
-            force_rule[s] = FORCE + index[forced[s]]
-        self._need_cpu, self._force_cpu = need, force_rule
+        for s, tok in forced.items():
+            force_rule[s] = FORCE + index[tok]
+        # the text cap of each rule (fields with text, the answer); 0: none
+        cap = torch.zeros(NUM_RULES, dtype=torch.long)
+        if self.field_caps is not None:
+            for f in range(4):
+                cap[FIELD_TEXT + f] = self.field_caps[f]
+        if self.max_answer_tokens is not None:
+            cap[ANSWER] = self.max_answer_tokens
+        self._need_cpu, self._force_cpu, self._cap_cpu = need, force_rule, cap
         self._dev: dict[torch.device, tuple[torch.Tensor, ...]] = {}
 
     def _tables(self, device: torch.device) -> tuple[torch.Tensor, ...]:
         if device not in self._dev:
             self._dev[device] = tuple(x.to(device) for x in (self._kind_cpu, self._state_cpu, self._need_cpu,
-                                                               self._force_cpu))
+                                                               self._force_cpu, self._cap_cpu))
         return self._dev[device]
 
     def _last_structural(self, input_ids: torch.Tensor, starts: torch.Tensor, kind_lut: torch.Tensor,
@@ -179,18 +220,18 @@ class FormatLogitsProcessor(LogitsProcessor):
     def rules(self, input_ids: torch.Tensor) -> torch.Tensor:
         """The rule (state, or forced token) of each row as a long tensor."""
         t = self.vocab.ids
-        kind_lut, state_of, need, force_rule = self._tables(input_ids.device)
+        kind_lut, state_of, need, force_rule, cap = self._tables(input_ids.device)
         starts = self.start(input_ids)
         length = input_ids.shape[1]
         clen = length - starts
-        lo = max(int(starts.min()), length - WINDOW)
+        lo = max(int(starts.min()), length - self.window)
         pos, kind = self._last_structural(input_ids, starts, kind_lut, lo)
         redo = torch.nonzero((pos < 0) & (starts < lo)).flatten()
         if redo.numel():  # an open field longer than the window: search the whole completion
             p2, k2 = self._last_structural(input_ids[redo], starts[redo], kind_lut, int(starts[redo].min()))
             pos[redo], kind[redo] = p2, k2
-        has_text = (pos < length - 1).long()
-        rules = state_of[kind, has_text]
+        text_len = length - 1 - torch.maximum(pos, starts - 1)  # text tokens since the last structural one
+        rules = state_of[kind, (text_len > 0).long()]
 
         at_end = torch.nonzero(rules == DECIDE).flatten()
         if at_end.numel():
@@ -202,8 +243,12 @@ class FormatLogitsProcessor(LogitsProcessor):
             rules[at_end] = r
         if self.max_steps == 0:
             rules[rules == OPEN_FIRST] = force_rule[OPEN_FIRST]
-        if self.max_reasoning_tokens is not None:
-            budget = self.max_reasoning_tokens
+        capped = (cap[rules] > 0) & (text_len >= cap[rules])  # a field (or the answer) at its cap is closed
+        if self.max_new_tokens is not None:  # the last token of the completion is eos
+            capped |= (rules == ANSWER) & (clen + 1 >= self.max_new_tokens)
+        rules = torch.where(capped, force_rule[rules], rules)
+        if self.reasoning_budget is not None:
+            budget = self.reasoning_budget
             # a step costs at least 11 tokens (start, 4 empty fields, end) plus the decision before it
             decide = (rules == DECIDE) | (rules == CONTINUE) | (rules == END_ONLY)
             rules[decide & (clen + 12 > budget)] = END_ONLY

@@ -78,14 +78,17 @@ def make_generation(tokenizer: PreTrainedTokenizerBase, ids: Sequence[int], *, s
 
 
 def build_processors(tokenizer: PreTrainedTokenizerBase, *, min_steps: int = 0, max_steps: int | None = None,
-                     format_strict: bool = False, max_reasoning_tokens: int | None = None) -> list:
+                     format_strict: bool = False, max_reasoning_tokens: int | None = None,
+                     max_new_tokens: int | None = None) -> list:
     """The logits processors `generate` uses: the format processor when asked for (or when a token
-    budget needs it), else the step-bounds processor when bounds are set, else none."""
+    budget needs it; it then also finishes within ``max_new_tokens``), else the step-bounds processor
+    when bounds are set, else none."""
     from steiner.infer.format_processor import FormatLogitsProcessor
     from steiner.infer.step_bounds import StepBoundsLogitsProcessor
 
     if format_strict or max_reasoning_tokens is not None:
-        return [FormatLogitsProcessor(tokenizer, min_steps, max_steps, max_reasoning_tokens)]
+        return [FormatLogitsProcessor(tokenizer, min_steps, max_steps, max_reasoning_tokens,
+                                      max_new_tokens=max_new_tokens)]
     if min_steps or max_steps is not None:
         return [StepBoundsLogitsProcessor(tokenizer, min_steps, max_steps)]
     return []
@@ -146,7 +149,8 @@ def generate(
             enc = tokenizer(chunk, return_tensors="pt", padding=True, padding_side="left", add_special_tokens=False)
             enc = {k: v.to(device) for k, v in enc.items()}
             processors = build_processors(tokenizer, min_steps=min_steps, max_steps=max_steps,
-                                          format_strict=format_strict, max_reasoning_tokens=max_reasoning_tokens)
+                                          format_strict=format_strict, max_reasoning_tokens=max_reasoning_tokens,
+                                          max_new_tokens=max_new_tokens)
             with torch.inference_mode():
                 seqs = model.generate(
                     **enc,

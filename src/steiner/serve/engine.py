@@ -124,7 +124,7 @@ def make_processor(tokenizer: Any, params: SamplingParams) -> Any:
     if params.format_strict or params.max_reasoning_tokens is not None:
         return FormatLogitsProcessor(
             tokenizer, min_steps=params.min_steps, max_steps=params.max_steps,
-            max_reasoning_tokens=params.max_reasoning_tokens, prompt_lengths=1,
+            max_reasoning_tokens=params.max_reasoning_tokens, prompt_lengths=1, max_new_tokens=params.max_tokens,
         )
     return StepBoundsLogitsProcessor(tokenizer, min_steps=params.min_steps, max_steps=params.max_steps, prompt_lengths=1)
 
@@ -172,7 +172,8 @@ class Engine:
 
     def _processor(self, params: SamplingParams) -> Any:
         strict = params.format_strict or params.max_reasoning_tokens is not None
-        key = (strict, params.min_steps, params.max_steps, params.max_reasoning_tokens)
+        key = (strict, params.min_steps, params.max_steps, params.max_reasoning_tokens,
+               params.max_tokens if strict else None)
         if key not in self._processors:
             if len(self._processors) > 256:
                 self._processors.clear()
