@@ -1,14 +1,17 @@
-"""`steiner demo` end to end, in a size that runs in seconds, and its resume."""
+"""`steiner demo` end to end at a tiny size (every stage, the report, the terminal), and its resume."""
 
 from __future__ import annotations
 
 import json
+
+import pytest
 
 TINY = ["--problems", "60", "--test-problems", "6", "--cpt-docs", "40", "--sft-epochs", "1", "--rl-steps", "1",
         "--rl-group", "2", "--rl-questions", "2", "--eval-n", "2", "--max-new-tokens", "96", "--probe-requests", "4",
         "--hidden-size", "32", "--num-layers", "1", "--vocab-size", "300", "--sweep-max-steps", "1,2"]
 
 
+@pytest.mark.slow  # every stage, trained and served: minutes on 2 cores
 def test_demo_runs_every_stage_writes_the_report_and_resumes(tmp_path, capfd):
     from steiner.cli import main
 
