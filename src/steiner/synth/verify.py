@@ -74,8 +74,9 @@ class Verifier:
         answer = str(answer)
         if answer not in self._cache:
             ok = grade_record(self.question, answer).correct
-            if not ok and self.kind == "math" and "\\" in answer and "$" not in answer:
-                # a bare LaTeX final answer ("3.3 \\times 10^{-19}") parses only inside math delimiters
+            if not ok and self.kind == "math" and "$" not in answer:
+                # a final answer is bare math ("3.3 \\times 10^{-19}", "((10 * 3) - 19) * 2"): without
+                # delimiters math-verify reads only its last number, so read it as one expression too
                 ok = grade_record(self.question, f"${answer}$").correct
             self._cache[answer] = ok
         return self._cache[answer]
