@@ -16,6 +16,7 @@ def test_library_output_goes_to_the_log_and_settings_are_restored(tmp_path, capf
     log = tmp_path / "demo.log"
     with Display(log) as display:
         display.stage("cpt")
+        display.skipped("synth")
         hf_logging.get_logger("transformers.modeling_utils").warning("some weights were not initialized")
         for _ in hf_logging.tqdm(range(3), desc="Loading weights"):
             pass
@@ -25,7 +26,7 @@ def test_library_output_goes_to_the_log_and_settings_are_restored(tmp_path, capf
         assert hf_trainer.DEFAULT_PROGRESS_CALLBACK.__name__ == "RichTrainerProgress"
     out, err = capfd.readouterr()
     term = out + err
-    assert "cpt" in term  # the stage rule
+    assert "cpt" in term and "synth: complete, resumed" in term  # a stage's rule, a resumed stage's line
     for noise in ("some weights", "Loading weights", "deprecated argument"):
         assert noise not in term, noise
     logged = log.read_text()

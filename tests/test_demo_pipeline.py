@@ -22,10 +22,11 @@ def _stage(calls):
 
 def test_pipeline_skips_finished_stages_and_reruns_changed_ones(tmp_path):
     calls = []
-    Pipeline(tmp_path).run("a", {"k": 1}, _stage(calls))
-    again = Pipeline(tmp_path)
+    started, skipped = [], []
+    Pipeline(tmp_path, on_start=started.append, on_skip=skipped.append).run("a", {"k": 1}, _stage(calls))
+    again = Pipeline(tmp_path, on_start=started.append, on_skip=skipped.append)
     assert again.run("a", {"k": 1}, _stage(calls)) == {"n": 1} and again.records[0].skipped
-    assert calls == ["a"]
+    assert calls == ["a"] and started == ["a"] and skipped == ["a"]
     Pipeline(tmp_path).run("a", {"k": 2}, _stage(calls))
     assert calls == ["a", "a"]
 

@@ -118,7 +118,7 @@ def run(cfg: DemoConfig) -> dict[str, Any]:
     root.mkdir(parents=True, exist_ok=True)
     t_start = time.perf_counter()
     with Display(root / "demo.log") as display:
-        pipe = Pipeline(root, on_start=display.stage)
+        pipe = Pipeline(root, on_start=display.stage, on_skip=display.skipped)
         run_stages(cfg, pipe)
         summary = {
             "config": to_dict(cfg), "hardware": hardware(), "versions": versions(),

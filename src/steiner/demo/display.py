@@ -70,6 +70,9 @@ class Display:
     def stage(self, name: str) -> None:
         self.console.rule(f"[bold]{name}")
 
+    def skipped(self, name: str) -> None:
+        self.console.print(f"[dim]{name}: complete, resumed")
+
     def __enter__(self) -> Display:
         stack = self._stack
         self.log_file.parent.mkdir(parents=True, exist_ok=True)

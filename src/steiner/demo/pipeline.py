@@ -114,6 +114,7 @@ class Pipeline:
 
     root: Path
     on_start: Callable[[str], None] | None = None
+    on_skip: Callable[[str], None] | None = None  # a stage found complete on disk
     records: list[StageRecord] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -156,6 +157,8 @@ class Pipeline:
                 rec = StageRecord(name, key, done.get("seconds", 0.0), done.get("result", {}), skipped=True,
                                   digest=digest, inputs=inputs)
                 self.records.append(rec)
+                if self.on_skip:
+                    self.on_skip(name)
                 return rec.result
         if self.on_start:
             self.on_start(name)
