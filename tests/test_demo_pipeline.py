@@ -202,14 +202,15 @@ def test_the_sft_key_is_the_full_sft_config(tmp_path, fake_stages):
     assert pipe.record("sft_optimal").config["max_steps"] == 7
 
 
-def test_the_end_to_end_test_sizes_build_valid_stage_configs(tmp_path, fake_stages):
+def test_the_end_to_end_test_sizes_build_valid_stage_configs(tmp_path, fake_stages, monkeypatch):
     """Every stage config the small sizes of tests/test_demo.py build passes its own checks."""
     import argparse
 
-    from tests.test_demo import TINY
-
     from steiner.config import add_arguments, config_from_args
     from steiner.demo import DemoConfig
+
+    monkeypatch.syspath_prepend(str(Path(__file__).parent))
+    from test_demo import TINY
 
     ap = argparse.ArgumentParser()
     add_arguments(ap, DemoConfig)
