@@ -108,6 +108,11 @@ def test_one_update_raises_positive_and_lowers_negative_completions(tiny_model_d
     assert (tm[torch.isin(comp, forced) & cm] == 0).all()
     text = ~torch.isin(comp, torch.tensor([*t.all(), tok.eos_token_id])) & cm
     assert text.any() and (tm[text] == 1).all()
+    # what sampling recorded is what a replay of the processor on the sampled ids finds (the vLLM path)
+    from steiner.train.grpo import forced_mask
+
+    replay = forced_mask(trainer.processors(out["prompt_ids"].shape[1]), out["prompt_ids"], comp)
+    assert torch.equal((1 - tm)[cm], replay[cm])
 
 
 def test_forced_mask_by_hand(tiny_tokenizer):

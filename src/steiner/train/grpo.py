@@ -14,7 +14,8 @@ It changes GRPOTrainer at three documented seams and nowhere else:
   group (plain GRPO).
 - ``_generate_and_score_completions``: after TRL, sets ``tool_mask`` (TRL's loss-only mask) to the
   tokens the policy actually chose -- a token the processor forced (one allowed id) has probability 1
-  under the sampling distribution and carries no gradient -- and, in step mode, replaces the
+  under the sampling distribution and carries no gradient; recorded while sampling with transformers,
+  found by replaying the processor on the ids after vLLM sampling (`forced_mask`) -- and, in step mode, replaces the
   advantages by the process-supervised (B, T) ones of `steiner.train.advantages`, computed over each
   whole group even when a group spans processes.
 
@@ -32,7 +33,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
-from transformers import LogitsProcessorList, TrainerCallback
+from transformers import LogitsProcessor, LogitsProcessorList, TrainerCallback
 from trl import GRPOTrainer
 
 from steiner.infer.generation import make_generation
@@ -117,6 +118,26 @@ def _vllm_processors_installed(mode: str):
         vg.LLM = original
 
 
+class ForcedRecorder(LogitsProcessor):
+    """Wraps a logits processor and records, per call, which rows it left exactly one token (forced).
+
+    ``forced()`` is (rows, calls) long. It sits where the wrapped processor sat, so it sees the
+    format processor's output before temperature and top-p (which come after custom processors).
+    """
+
+    def __init__(self, inner: LogitsProcessor) -> None:
+        self.inner = inner
+        self.calls: list[torch.Tensor] = []
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        out = self.inner(input_ids, scores)
+        self.calls.append(torch.isfinite(out).sum(-1) == 1)
+        return out
+
+    def forced(self) -> torch.Tensor:
+        return torch.stack(self.calls, 1).long() if self.calls else torch.zeros((0, 0), dtype=torch.long)
+
+
 class SteinerGRPOTrainer(GRPOTrainer):
     """GRPOTrainer for steiner RL: ``steiner`` is the `RLConfig`, ``items`` the questions by id
     (each row of ``train_dataset`` has ``prompt`` and ``qid``). Other arguments are GRPOTrainer's."""
@@ -127,6 +148,7 @@ class SteinerGRPOTrainer(GRPOTrainer):
         self._matcher = StepMatcher(steiner) if steiner.mode == "step" else None
         self._scored: list[tuple[PathReward, int, bool]] = []
         self._timing = {"generate_seconds": 0.0, "reward_seconds": 0.0}
+        self._forced: torch.Tensor | None = None  # (rows, T) recorded by the last transformers generate
         grpo_args = kwargs.get("args")
         if grpo_args is not None and grpo_args.use_vllm:
             # requests opt in to steiner's vLLM v1 processors through SamplingParams.extra_args
@@ -180,9 +202,15 @@ class SteinerGRPOTrainer(GRPOTrainer):
             torch.no_grad(),
             self._dist.summon_full_params(self.model_wrapped, recurse=False),
         ):
+            recorders = [ForcedRecorder(p) for p in self.processors(ids.shape[1])]
             seqs = unwrapped.generate(input_ids=ids, attention_mask=mask, generation_config=self.generation_config,
-                                      logits_processor=LogitsProcessorList(self.processors(ids.shape[1])))
+                                      logits_processor=LogitsProcessorList(recorders))
         completion = seqs[:, ids.shape[1]:]
+        forced = torch.zeros(completion.shape, dtype=torch.long)
+        for r in recorders:
+            f = r.forced().cpu()
+            forced[:, : f.shape[1]] |= f[:, : completion.shape[1]]
+        self._forced = forced
         is_eos = torch.isin(completion, torch.tensor(self.eos_token_ids, device=completion.device))
         first = torch.where(is_eos.any(1), is_eos.int().argmax(1), torch.full_like(is_eos[:, 0], completion.shape[1],
                                                                                    dtype=torch.long))
@@ -218,7 +246,13 @@ class SteinerGRPOTrainer(GRPOTrainer):
         out = super()._generate_and_score_completions(inputs)
         mode = "train" if self.model.training else "eval"
         comp, cmask = out["completion_ids"], out["completion_mask"]
-        forced = forced_mask(self.processors(out["prompt_ids"].shape[1]), out["prompt_ids"], comp)
+        recorded, self._forced = self._forced, None
+        if recorded is not None and recorded.shape[0] == comp.shape[0]:  # transformers generate: as sampled
+            forced = torch.zeros_like(comp)
+            width = min(comp.shape[1], recorded.shape[1])
+            forced[:, :width] = recorded[:, :width].to(comp.device)
+        else:  # vLLM: replay the processor on the sampled ids
+            forced = forced_mask(self.processors(out["prompt_ids"].shape[1]), out["prompt_ids"], comp)
         sampled = (1 - forced) * (out["tool_mask"] if "tool_mask" in out else 1)
         out["tool_mask"] = sampled
         loss_mask = cmask * sampled
