@@ -33,6 +33,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+from collections import Counter
 
 
 def _tokenizer():
@@ -154,8 +155,23 @@ def _processors(kind: str, tok, max_new_tokens: int) -> list:
     return []
 
 
+class _Timed:
+    """A logits processor wrapper that adds up the seconds spent inside the processor."""
+
+    def __init__(self, inner) -> None:
+        self.inner, self.seconds = inner, 0.0
+
+    def __call__(self, input_ids, scores):
+        t0 = time.perf_counter()
+        out = self.inner(input_ids, scores)
+        self.seconds += time.perf_counter() - t0
+        return out
+
+
 def speed(model, tok, tokens: int = 128, rounds: int = 3, batches: tuple[int, ...] = (1, 16)) -> list[dict]:
-    """Generation tokens/s per batch size and processor (rows x decode steps / seconds, best round)."""
+    """Generation tokens/s per batch size and processor (rows x decode steps / seconds, best round), and
+    the processor's overhead measured inside the same runs: seconds in the processor / the rest (robust to
+    a shared machine's load, which slows both alike)."""
     import torch
     from transformers import LogitsProcessorList
 
@@ -163,26 +179,24 @@ def speed(model, tok, tokens: int = 128, rounds: int = 3, batches: tuple[int, ..
                                    add_generation_prompt=True)
     kinds = ("none", "step bounds", "format")
     best: dict[tuple[int, str], float] = {}
+    share: dict[tuple[int, str], list[float]] = {}
     for b in batches:
         enc = tok([text] * b, return_tensors="pt", padding=True, add_special_tokens=False)
         for r in range(rounds):
             for kind in kinds:
                 torch.manual_seed(r)
+                procs = [_Timed(p) for p in _processors(kind, tok, tokens)]
                 t0 = time.perf_counter()
                 with torch.inference_mode():
                     out = model.generate(**enc, max_new_tokens=tokens, do_sample=True, temperature=1.0, top_k=0,
-                                         logits_processor=LogitsProcessorList(_processors(kind, tok, tokens)),
-                                         pad_token_id=tok.pad_token_id)
+                                         logits_processor=LogitsProcessorList(procs), pad_token_id=tok.pad_token_id)
                 dt = time.perf_counter() - t0
                 rate = b * (out.shape[1] - enc["input_ids"].shape[1]) / dt
                 best[b, kind] = max(best.get((b, kind), 0.0), rate)
-    rows = []
-    for b in batches:
-        base = best[b, "none"]
-        for kind in kinds:
-            rows.append({"batch": b, "processor": kind, "tok_s": best[b, kind],
-                         "overhead": base / best[b, kind] - 1})
-    return rows
+                inside = sum(p.seconds for p in procs)
+                share.setdefault((b, kind), []).append(inside / (dt - inside))
+    return [{"batch": b, "processor": kind, "tok_s": best[b, kind], "vs_none": best[b, "none"] / best[b, kind] - 1,
+             "overhead": statistics.median(share[b, kind])} for b in batches for kind in kinds]
 
 
 def quality(model, tok, samples: int = 32, tokens: int = 128, seed: int = 0) -> list[dict]:
@@ -198,8 +212,9 @@ def quality(model, tok, samples: int = 32, tokens: int = 128, seed: int = 0) -> 
                 [gens] = generate(model, tok, [convo], n=samples, max_new_tokens=tokens, temperature=temperature,
                                   seed=seed, format_strict=strict, batch_size=16)
                 ok = sum(g.finish_reason == "stop" and g.path.ok and g.path.complete for g in gens)
-                problems = sorted({p.code for g in gens for p in g.path.problems}
-                                  | ({"length"} if any(g.finish_reason == "length" for g in gens) else set()))
+                seen = Counter(p.code for g in gens for p in {q.code: q for q in g.path.problems}.values())
+                seen.update(["finish=length"] * sum(g.finish_reason == "length" for g in gens))
+                problems = [f"{code} ({k})" for code, k in seen.most_common(3)]
                 rows.append({"temperature": temperature, "system": bool(system), "format": strict, "ok": ok,
                              "n": len(gens), "problems": problems})
     return rows
@@ -227,15 +242,16 @@ def main(argv: list[str] | None = None) -> int:
         model, tok, what = load_or_build(a.model)
     if "speed" in sections:
         t = Table(title=f"generation tokens/s, {what}, {a.tokens} new tokens, {a.threads} thread(s)")
-        for col in ("batch", "processor", "tokens/s", "overhead"):
+        for col in ("batch", "processor", "tokens/s (best)", "slower than none", "time in processor / rest"):
             t.add_column(col, justify="right")
         for r in speed(model, tok, a.tokens, a.rounds):
-            t.add_row(str(r["batch"]), r["processor"], f"{r['tok_s']:.0f}",
-                      "-" if r["processor"] == "none" else f"{100 * r['overhead']:+.1f}%")
+            none = r["processor"] == "none"
+            t.add_row(str(r["batch"]), r["processor"], f"{r['tok_s']:.0f}", "-" if none else f"{100 * r['vs_none']:+.1f}%",
+                      "-" if none else f"{100 * r['overhead']:.1f}%")
         console.print(t)
     if "quality" in sections:
         t = Table(title=f"well-formed completions (eos within {a.tokens} tokens, no parse problem), {what}")
-        for col in ("temperature", "system prompt", "format processor", "well-formed", "problems seen"):
+        for col in ("temperature", "system prompt", "format processor", "well-formed", "most common problems (completions)"):
             t.add_column(col, justify="right")
         for r in quality(model, tok, a.samples, a.tokens):
             t.add_row(f"{r['temperature']:.1f}", "yes" if r["system"] else "no", "on" if r["format"] else "off",

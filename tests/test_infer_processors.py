@@ -335,3 +335,30 @@ def test_format_strict_generate_on_a_random_model_always_parses(tiny_tokenizer, 
         for g in (g for per in gens for g in per):
             assert g.finish_reason == "stop" and g.completion_tokens <= 64
             assert g.path.ok and g.path.complete, [str(p) for p in g.path.problems]
+
+
+def test_format_carried_state_matches_a_fresh_search(tiny_tokenizer, ids):
+    """The state carried from call to call equals a fresh window search, also when rows are reordered
+    between calls (beam search) or the batch changes (the serve engine regroups rows). Rows past their
+    eos (padding, ignored by every caller) are left out of the comparison."""
+    g = torch.Generator().manual_seed(0)
+    proc = FormatLogitsProcessor(tiny_tokenizer, min_steps=1, max_steps=3, prompt_lengths=3, max_new_tokens=120,
+                                 field_caps=(4, 9, 5, 5), max_answer_tokens=8)
+    seqs = torch.tensor([[11, 12, 13]] * 6)
+    structural = ids.all() + [tiny_tokenizer.eos_token_id]
+    for step in range(110):
+        if step in (30, 70):
+            seqs = seqs[torch.randperm(seqs.shape[0], generator=g)]  # rows reordered
+        if step == 50:
+            seqs = seqs[:4]  # rows dropped
+        fresh = FormatLogitsProcessor(tiny_tokenizer, min_steps=1, max_steps=3, prompt_lengths=3,
+                                      max_new_tokens=120, field_caps=(4, 9, 5, 5), max_answer_tokens=8)
+        scores = torch.randn(seqs.shape[0], len(tiny_tokenizer) + 2, generator=g) * 3
+        scores[:, structural] += 2.0
+        out = proc(seqs, scores)
+        live = ~(seqs[:, 3:] == tiny_tokenizer.eos_token_id).any(1)
+        assert torch.equal(out[live], fresh(seqs, scores)[live]), step
+        tok = torch.multinomial(torch.softmax(out, -1), 1, generator=g)
+        tok[~live] = tiny_tokenizer.pad_token_id
+        seqs = torch.cat([seqs, tok], 1)
+    assert (~live).sum() >= 2  # some rows finished and the others kept going

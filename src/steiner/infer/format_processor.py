@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING
 import torch
 from transformers import LogitsProcessor
 
-from steiner.infer.step_bounds import CompletionStart, RuleTable, apply_rules, count_in_completion
+from steiner.infer.step_bounds import CompletionStart, RuleTable, count_in_completion, lut_size
 from steiner.infer.vocab import InferVocab, check_step_bounds
 
 if TYPE_CHECKING:
@@ -124,11 +124,13 @@ class FormatLogitsProcessor(LogitsProcessor):
         # every open span is shorter than the window, so the search never falls back to the whole completion
         self.window = max(*self.field_caps, max_answer_tokens) + 2 if capped else WINDOW
         self.start = CompletionStart(prompt_lengths)
+        self._prev: tuple[torch.Tensor, ...] | None = None  # the last call's ids, starts and scan
         self._build_tables()
 
     def reset(self) -> None:
         """Forget the completion start: the next call begins a new generation."""
         self.start.reset()
+        self._prev = None
 
     def _build_tables(self) -> None:
         v, t = self.vocab, self.vocab.ids
@@ -199,42 +201,76 @@ class FormatLogitsProcessor(LogitsProcessor):
 
     def _tables(self, device: torch.device) -> tuple[torch.Tensor, ...]:
         if device not in self._dev:
-            self._dev[device] = tuple(x.to(device) for x in (self._kind_cpu, self._state_cpu, self._need_cpu,
-                                                               self._force_cpu, self._cap_cpu))
+            kind = torch.zeros(lut_size(self.vocab), dtype=torch.long)
+            kind[: self._kind_cpu.numel()] = self._kind_cpu
+            # capped rules: a field's (or the answer's) text length at which it is closed; others never
+            cap = torch.where(self._cap_cpu > 0, self._cap_cpu, torch.iinfo(torch.long).max)
+            self._dev[device] = tuple(x.to(device) for x in (kind, self._state_cpu.flatten(), self._need_cpu,
+                                                               self._force_cpu, cap))
         return self._dev[device]
 
     def _last_structural(self, input_ids: torch.Tensor, starts: torch.Tensor, kind_lut: torch.Tensor,
-                         lo: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """(column, kind) of each row's last structural token at or after ``lo``; column -1 if none."""
+                         lo: int, mask: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """(column, kind) of each row's last structural token in its completion at or after ``lo``;
+        (start - 1, 0) when there is none. ``mask``: some row's completion starts after ``lo``.
+
+        Column and kind travel as one number (column * 16 + kind), so one max finds both."""
         length = input_ids.shape[1]
+        none = (starts - 1) * 16
         if lo >= length:
-            none = torch.full((input_ids.shape[0],), -1, dtype=torch.long, device=input_ids.device)
-            return none, torch.zeros_like(none)
-        cols = torch.arange(lo, length, device=input_ids.device)
-        ids = input_ids[:, lo:].clamp(0, kind_lut.numel() - 1)
-        kinds = torch.where(cols[None, :] >= starts[:, None], kind_lut[ids], 0)
-        pos = torch.where(kinds > 0, cols[None, :], -1).max(1).values
-        k = kinds.gather(1, (pos - lo).clamp(min=0)[:, None]).squeeze(1)
-        return pos, torch.where(pos >= 0, k, 0)
+            return starts - 1, torch.zeros_like(starts)
+        kinds = kind_lut[input_ids[:, lo:]]
+        cols = torch.arange(lo * 16, length * 16, 16, device=input_ids.device)
+        found = kinds > 0
+        if mask:
+            found &= cols[None, :] >= (starts * 16)[:, None]
+        val = torch.where(found, cols + kinds, none[:, None]).max(1).values
+        return val >> 4, val & 15
+
+    def _scan(self, input_ids: torch.Tensor, starts: torch.Tensor, kind_lut: torch.Tensor, lo: int,
+              latest: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(column, kind) of each row's last structural token: carried over from the previous call when
+        this call extends it by one token (checked over the window, so exact under beam search's row
+        reordering and the engine's regrouping), else searched for in the window."""
+        length = input_ids.shape[1]
+        prev = self._prev
+        if (prev is not None and prev[0].shape[0] == input_ids.shape[0] and prev[0].shape[1] == length - 1
+                and (prev[1] is starts or torch.equal(prev[1], starts))
+                and torch.equal(prev[0][:, max(lo - 1, 0) :], input_ids[:, max(lo - 1, 0) : -1])):
+            k = kind_lut[input_ids[:, -1]]
+            new = k > 0
+            pos = torch.where(new, length - 1, prev[2])
+            kind = torch.where(new, k, prev[3])
+        else:
+            pos, kind = self._last_structural(input_ids, starts, kind_lut, lo, mask=lo < latest)
+            if self.window == WINDOW:  # uncapped: an open span longer than the window searches the completion
+                redo = torch.nonzero((kind == 0) & (starts < lo)).flatten()
+                if redo.numel():
+                    s2 = starts[redo]
+                    lo2 = int(s2.min())
+                    p2, k2 = self._last_structural(input_ids[redo], s2, kind_lut, lo2, mask=lo2 < int(s2.max()))
+                    pos[redo], kind[redo] = p2, k2
+        # only the capped window makes the carried state exact (every open span is inside the window)
+        self._prev = (input_ids, starts, pos, kind) if self.window != WINDOW else None
+        return pos, kind
 
     def rules(self, input_ids: torch.Tensor) -> torch.Tensor:
-        """The rule (state, or forced token) of each row as a long tensor."""
-        t = self.vocab.ids
-        kind_lut, state_of, need, force_rule, cap = self._tables(input_ids.device)
-        starts = self.start(input_ids)
-        length = input_ids.shape[1]
-        clen = length - starts
-        lo = max(int(starts.min()), length - self.window)
-        pos, kind = self._last_structural(input_ids, starts, kind_lut, lo)
-        redo = torch.nonzero((pos < 0) & (starts < lo)).flatten()
-        if redo.numel():  # an open field longer than the window: search the whole completion
-            p2, k2 = self._last_structural(input_ids[redo], starts[redo], kind_lut, int(starts[redo].min()))
-            pos[redo], kind[redo] = p2, k2
-        text_len = length - 1 - torch.maximum(pos, starts - 1)  # text tokens since the last structural one
-        rules = state_of[kind, (text_len > 0).long()]
+        """The rule (state, or forced token) of each row as a long tensor.
 
-        at_end = torch.nonzero(rules == DECIDE).flatten()
-        if at_end.numel():
+        The common call is about twenty tensor operations whatever the batch or the reasoning length:
+        the window search, two table lookups, the caps; step counts only at step ends, the budget
+        only once some completion is near it."""
+        t = self.vocab.ids
+        kind_lut, state_flat, need, force_rule, cap = self._tables(input_ids.device)
+        starts, first, latest = self.start.span(input_ids)
+        length = input_ids.shape[1]
+        lo = max(first, length - self.window)
+        pos, kind = self._scan(input_ids, starts, kind_lut, lo, latest)
+        text_len = (length - 1) - pos  # text tokens since the last structural one (or the completion start)
+        rules = state_flat[kind * 2 + (text_len > 0)]
+
+        at_end = torch.nonzero(rules == DECIDE).flatten() if (self.min_steps or self.max_steps is not None) else None
+        if at_end is not None and at_end.numel():
             n = count_in_completion(input_ids, at_end, starts, t.step_end)
             r = torch.full_like(n, DECIDE)
             r[n < self.min_steps] = CONTINUE
@@ -243,12 +279,15 @@ class FormatLogitsProcessor(LogitsProcessor):
             rules[at_end] = r
         if self.max_steps == 0:
             rules[rules == OPEN_FIRST] = force_rule[OPEN_FIRST]
-        capped = (cap[rules] > 0) & (text_len >= cap[rules])  # a field (or the answer) at its cap is closed
-        if self.max_new_tokens is not None:  # the last token of the completion is eos
-            capped |= (rules == ANSWER) & (clen + 1 >= self.max_new_tokens)
-        rules = torch.where(capped, force_rule[rules], rules)
-        if self.reasoning_budget is not None:
+        if self.field_caps is not None or self.max_answer_tokens is not None:
+            rules = torch.where(text_len >= cap[rules], force_rule[rules], rules)  # a span at its cap is closed
+        longest = length - first  # the longest completion in the batch
+        if self.max_new_tokens is not None and longest + 1 >= self.max_new_tokens:  # the last token is eos
+            clen = length - starts
+            rules = torch.where((rules == ANSWER) & (clen + 1 >= self.max_new_tokens), force_rule[ANSWER], rules)
+        if self.reasoning_budget is not None and longest + 12 > self.reasoning_budget:
             budget = self.reasoning_budget
+            clen = length - starts
             # a step costs at least 11 tokens (start, 4 empty fields, end) plus the decision before it
             decide = (rules == DECIDE) | (rules == CONTINUE) | (rules == END_ONLY)
             rules[decide & (clen + 12 > budget)] = END_ONLY
@@ -259,9 +298,10 @@ class FormatLogitsProcessor(LogitsProcessor):
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         rules = self.rules(input_ids)
-        out = apply_rules(scores, rules, self.table)
-        cont = torch.nonzero(rules == CONTINUE).flatten()
-        if cont.numel():  # below min_steps the mass of "end" goes to "proceed"
+        # one masked pass (text rules dominate, so the sparse path of apply_rules rarely applies)
+        out = scores.masked_fill(self.table.banned(scores.shape[-1], scores.device)[rules], float("-inf"))
+        cont = torch.nonzero(rules == CONTINUE).flatten() if self.min_steps else None
+        if cont is not None and cont.numel():  # below min_steps the mass of "end" goes to "proceed"
             t = self.vocab.ids
             out[cont, t.proceed] = torch.logaddexp(scores[cont, t.proceed], scores[cont, t.reasoning_end])
         return out

@@ -9,7 +9,7 @@ The rules, over the completion's own tokens (the prompt is never looked at):
 - last token proceed or backtrack: only ``<|reasoning_step_start|>``;
 - anything else: untouched.
 
-Cost. Only the last token of each row is read on every call; the step count is recomputed from
+Cost. Only the last token of each row is read on every call (one table lookup); the step count is recomputed from
 the ids, and only for rows whose last token is a step end (once per step). So the common call is
 O(rows) plus the O(rows x vocab) copy every processor pays, whatever the length of the reasoning,
 and the count stays exact when beam search reorders rows between calls (no per-row state to go
@@ -148,23 +148,40 @@ class CompletionStart:
         self._start: int | None = None
         self._last_len: int | None = None
         self._rows: int | None = None
+        self._cache: tuple[tuple, tuple[torch.Tensor, int, int]] | None = None
 
     def __call__(self, input_ids: torch.Tensor) -> torch.Tensor:
         """Per-row start column (a long tensor on the ids' device)."""
+        return self.span(input_ids)[0]
+
+    def span(self, input_ids: torch.Tensor) -> tuple[torch.Tensor, int, int]:
+        """(per-row start columns, their min, their max); cached while the batch shape stays."""
         rows, length = input_ids.shape
-        if self._given is not None:
-            given = self._given
-            if given.numel() == 1:
-                given = given.expand(rows)
-            elif rows % given.numel() == 0:
-                given = given.repeat_interleave(rows // given.numel())
+        if self._given is None:
+            if self._last_len is None or length != self._last_len + 1 or rows != self._rows:
+                self._start = length
+            self._last_len, self._rows = length, rows
+        key = (rows, input_ids.device, self._start)
+        if self._cache is None or self._cache[0] != key:
+            if self._given is not None:
+                given = self._given
+                if given.numel() == 1:
+                    given = given.expand(rows)
+                elif rows % given.numel() == 0:
+                    given = given.repeat_interleave(rows // given.numel())
+                else:
+                    raise ValueError(f"prompt_lengths has {given.numel()} entries but the batch has {rows} rows")
+                starts = given.to(input_ids.device)
             else:
-                raise ValueError(f"prompt_lengths has {given.numel()} entries but the batch has {rows} rows")
-            return given.to(input_ids.device)
-        if self._last_len is None or length != self._last_len + 1 or rows != self._rows:
-            self._start = length
-        self._last_len, self._rows = length, rows
-        return torch.full((rows,), self._start, dtype=torch.long, device=input_ids.device)
+                starts = torch.full((rows,), self._start, dtype=torch.long, device=input_ids.device)
+            self._cache = (key, (starts, int(starts.min()), int(starts.max())))
+        return self._cache[1]
+
+
+def lut_size(vocab: InferVocab) -> int:
+    """Length of a lookup table over token ids: the tokenizer's and any padding rows of the output layer
+    (models round their vocabulary up; 2**18 covers every common one)."""
+    return max(vocab.size + 1, 1 << 18)
 
 
 def count_in_completion(input_ids: torch.Tensor, rows: torch.Tensor, starts: torch.Tensor, token: int) -> torch.Tensor:
@@ -208,29 +225,43 @@ class StepBoundsLogitsProcessor(LogitsProcessor):
         self.max_steps = max_steps
         self.start = CompletionStart(prompt_lengths)
         self.table = RuleTable(rule_tokens(self.vocab), 6)
+        self._luts: dict[torch.device, torch.Tensor] = {}
 
     def reset(self) -> None:
         """Forget the completion start: the next call begins a new generation."""
         self.start.reset()
 
+    def _lut(self, device: torch.device) -> torch.Tensor:
+        """The rule implied by each last token (DECIDE at a step end, before the count is checked)."""
+        if device not in self._luts:
+            t = self.vocab.ids
+            lut = torch.full((lut_size(self.vocab),), FREE, dtype=torch.long)
+            lut[[t.proceed, t.backtrack]] = ONLY_STEP_START
+            lut[t.step_end] = DECIDE
+            self._luts[device] = lut.to(device)
+        return self._luts[device]
+
     def rules(self, input_ids: torch.Tensor) -> torch.Tensor:
         """The rule of each row (FREE, ONLY_START, ...) as a long tensor."""
         t = self.vocab.ids
-        starts = self.start(input_ids)
-        clen = input_ids.shape[1] - starts
-        last = input_ids[:, -1]
-        rules = torch.full_like(last, FREE)
-        rules[(last == t.proceed) | (last == t.backtrack)] = ONLY_STEP_START
-        at_end = torch.nonzero((last == t.step_end) & (clen > 0)).flatten()
-        if at_end.numel():
-            n = count_in_completion(input_ids, at_end, starts, t.step_end)
-            r = torch.full_like(n, DECIDE)
-            r[n < self.min_steps] = CONTINUE
-            if self.max_steps is not None:
-                r[n >= self.max_steps] = ONLY_END
-            rules[at_end] = r
-        rules[clen <= 0] = ONLY_START
+        starts, _, latest = self.start.span(input_ids)
+        length = input_ids.shape[1]
+        rules = self._lut(input_ids.device)[input_ids[:, -1]]
+        if self.min_steps or self.max_steps is not None:  # bounds: count the steps of rows at a step end
+            at_end = torch.nonzero(rules == DECIDE).flatten()
+            if at_end.numel():
+                n = count_in_completion(input_ids, at_end, starts, t.step_end)
+                r = torch.full_like(n, DECIDE)
+                r[n < self.min_steps] = CONTINUE
+                if self.max_steps is not None:
+                    r[n >= self.max_steps] = ONLY_END
+                rules[at_end] = r
+        if length <= latest:  # some completion is still empty
+            rules[length - starts <= 0] = ONLY_START
         return rules
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
-        return apply_rules(scores, self.rules(input_ids), self.table)
+        rules = self.rules(input_ids)
+        if not bool(rules.any()):  # every row free (FREE is 0): the common case, one copy
+            return scores.clone()
+        return apply_rules(scores, rules, self.table)
