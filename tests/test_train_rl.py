@@ -137,10 +137,15 @@ def test_forced_mask_by_hand(tiny_tokenizer):
     assert bounded[0, ids.index(t.reasoning_end)] == 1 and bounded[0, ids.index(t.proceed)] == 0
 
 
-def test_logprobs_at_the_sampling_temperature(tiny_model_dir, rl_data, tmp_path):
+def test_logprobs_at_the_sampling_temperature_and_identical_group(tiny_model_dir, rl_data, tmp_path):
     from steiner.train.rl import build_trainer
 
     trainer, _, _ = build_trainer(_cfg(tiny_model_dir, tmp_path / "t", rl_data, mode="outcome", temperature=0.5))
+    # an untrained model is never correct and always well-formed: equal rewards, advantages exactly 0
+    trainer.model.train()
+    out = trainer._generate_and_score_completions([trainer.train_dataset[0]] * 4)
+    assert len({p.outcome for p, _, _ in trainer._scored}) == 1
+    assert out["advantages"].tolist() == [0.0] * 4
     ids = torch.tensor([[3, 17, 42, 99, 7, 250, 12]])
     att = torch.ones_like(ids)
     with torch.no_grad():
@@ -242,8 +247,9 @@ def test_rl_two_processes_end_with_equal_weights(tiny_model_dir, rl_data, tmp_pa
     ranks = [json.loads((out / f"rank_{i}.json").read_text()) for i in (0, 1)]
     assert [r["world_size"] for r in ranks] == [2, 2] and [r["global_step"] for r in ranks] == [2, 2]
     assert ranks[0]["checksum"] == ranks[1]["checksum"]
-    from steiner.train.common import weights_checksum
     from transformers import AutoModelForCausalLM
+
+    from steiner.train.common import weights_checksum
 
     assert ranks[0]["checksum"] != weights_checksum(AutoModelForCausalLM.from_pretrained(tiny_model_dir))
     assert len((out / "metrics.jsonl").read_text().splitlines()) == 2

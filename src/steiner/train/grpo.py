@@ -260,11 +260,16 @@ class SteinerGRPOTrainer(GRPOTrainer):
         scored = self._scored
         if len(scored) != comp.shape[0]:
             raise RuntimeError(f"{len(scored)} scored completions for {comp.shape[0]} rows")
-        if self.steiner.mode == "step":
-            g = self.num_generations if mode == "train" else self.num_generations_eval
-            everyone = gather_object([(p.steps, p.path + p.outcome) for p, _, _ in scored])
-            if len(everyone) % g:
-                raise RuntimeError(f"{len(everyone)} completions do not split into groups of {g}")
+        g = self.num_generations if mode == "train" else self.num_generations_eval
+        everyone = gather_object([(p.steps, p.path + p.outcome) for p, _, _ in scored])
+        if len(everyone) % g:
+            raise RuntimeError(f"{len(everyone)} completions do not split into groups of {g}")
+        lo = self.accelerator.process_index * comp.shape[0]
+        if self.steiner.mode == "outcome":  # TRL's (r - mean) / (std + eps) leaves rounding residue: make it 0
+            same = [all(e[1] == everyone[s][1] for e in everyone[s : s + g]) for s in range(0, len(everyone), g)]
+            rows = torch.tensor([same[(lo + i) // g] for i in range(comp.shape[0])], device=comp.device)
+            out["advantages"] = torch.where(rows, torch.zeros_like(out["advantages"]), out["advantages"])
+        else:
             credits: list[list[float]] = []
             seq: list[float] = []
             for s in range(0, len(everyone), g):
@@ -273,7 +278,6 @@ class SteinerGRPOTrainer(GRPOTrainer):
                                             scale=self.scale_rewards != "none", std_floor=self.steiner.adv_std_floor)
                 credits += cs
                 seq += sq
-            lo = self.accelerator.process_index * comp.shape[0]
             adv = torch.zeros(comp.shape, dtype=torch.float32, device=comp.device)
             for i in range(comp.shape[0]):
                 n = int(cmask[i].sum())
