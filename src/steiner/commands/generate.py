@@ -6,6 +6,7 @@ import argparse
 from dataclasses import dataclass
 
 from steiner.config import ConfigError, check_range, opt
+from steiner.infer.options import DecodeOptions
 
 
 @dataclass
@@ -39,6 +40,12 @@ class GenerateConfig:
         check_range("n", self.n, lo=1)
         check_range("max_reasoning_tokens", self.max_reasoning_tokens, lo=1)
 
+    def decode_options(self) -> DecodeOptions:
+        """The sampling part of this config as the shared `steiner.infer.DecodeOptions`."""
+        return DecodeOptions(temperature=self.temperature, top_p=self.top_p, max_new_tokens=self.max_new_tokens,
+                             min_steps=self.min_steps, max_steps=self.max_steps, format_strict=self.format_strict,
+                             max_reasoning_tokens=self.max_reasoning_tokens, seed=self.seed)
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     from steiner.config import add_command
@@ -64,11 +71,7 @@ def main(cfg: GenerateConfig) -> int:
     messages = ([{"role": "system", "content": cfg.system}] if cfg.system else []) + [
         {"role": "user", "content": cfg.prompt}]
     with console.status("generating"):
-        [samples] = generate(
-            model, tokenizer, [messages], n=cfg.n, max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
-            top_p=cfg.top_p, seed=cfg.seed, min_steps=cfg.min_steps, max_steps=cfg.max_steps,
-            format_strict=cfg.format_strict, max_reasoning_tokens=cfg.max_reasoning_tokens,
-        )
+        [samples] = generate(model, tokenizer, [messages], cfg.decode_options(), n=cfg.n)
     for i, g in enumerate(samples, start=1):
         title = f"sample {i}/{len(samples)}" if len(samples) > 1 else "completion"
         subtitle = (f"{len(g.path.steps)} steps, {g.path.num_backtracks} backtracks, {g.reasoning_tokens} reasoning "

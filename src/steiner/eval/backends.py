@@ -12,24 +12,21 @@ import json
 import time
 import zlib
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from steiner.format import REASONING_END, REASONING_START
+from steiner.infer.options import DecodeOptions
 
 
 @dataclass(frozen=True)
-class GenSettings:
-    """The generation settings one sample depends on; part of its cache key."""
+class GenSettings(DecodeOptions):
+    """`DecodeOptions` with evaluation's defaults (a fixed seed); the settings are part of each sample's
+    cache key."""
 
     temperature: float = 0.7
-    top_p: float = 1.0
     max_new_tokens: int = 2048
-    min_steps: int = 0
-    max_steps: int | None = None
-    format_strict: bool = False
-    max_reasoning_tokens: int | None = None
     seed: int = 0
 
     def key(self) -> str:
@@ -97,13 +94,8 @@ class LocalBackend:
             first = chunk[0]
             seed = (settings.seed * 1_000_003 + zlib.crc32(f"{first.question_id}:{first.sample}".encode())) % 2**31
             t0 = time.perf_counter()
-            gens = generate(
-                self.model, self.tokenizer, [r.messages for r in chunk], n=1,
-                max_new_tokens=settings.max_new_tokens, temperature=settings.temperature, top_p=settings.top_p,
-                seed=seed, min_steps=settings.min_steps, max_steps=settings.max_steps,
-                format_strict=settings.format_strict, max_reasoning_tokens=settings.max_reasoning_tokens,
-                batch_size=self.batch_size,
-            )
+            gens = generate(self.model, self.tokenizer, [r.messages for r in chunk], replace(settings, seed=seed), n=1,
+                            batch_size=self.batch_size)
             per = (time.perf_counter() - t0) / len(chunk)
             for req, g in zip(chunk, gens, strict=True):
                 gen = g[0]

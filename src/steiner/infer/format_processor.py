@@ -28,7 +28,7 @@ ends, as in `StepBoundsLogitsProcessor`.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 import torch
@@ -267,11 +267,19 @@ class FormatLogitsProcessor(LogitsProcessor):
         lo = max(first, length - self.window)
         pos, kind = self._scan(input_ids, starts, kind_lut, lo, latest)
         text_len = (length - 1) - pos  # text tokens since the last structural one (or the completion start)
-        rules = state_flat[kind * 2 + (text_len > 0)]
+        return self.rules_from(kind, text_len, lambda rows: count_in_completion(input_ids, rows, starts, t.step_end),
+                               lambda: length - starts, length - first)
 
+    def rules_from(self, kind: torch.Tensor, text_len: torch.Tensor, step_ends: Callable[[torch.Tensor], torch.Tensor],
+                   clen: Callable[[], torch.Tensor], longest: int) -> torch.Tensor:
+        """The rules from each row's scan: ``kind`` of its last structural token (0: none), ``text_len``
+        text tokens since, ``step_ends(rows)`` the step count of some rows, ``clen()`` the completion
+        lengths, ``longest`` their max. Shared with the vLLM adapter, which keeps these per request."""
+        _, state_flat, need, force_rule, cap = self._tables(kind.device)
+        rules = state_flat[kind * 2 + (text_len > 0)]
         at_end = torch.nonzero(rules == DECIDE).flatten() if (self.min_steps or self.max_steps is not None) else None
         if at_end is not None and at_end.numel():
-            n = count_in_completion(input_ids, at_end, starts, t.step_end)
+            n = step_ends(at_end)
             r = torch.full_like(n, DECIDE)
             r[n < self.min_steps] = CONTINUE
             if self.max_steps is not None:
@@ -281,27 +289,28 @@ class FormatLogitsProcessor(LogitsProcessor):
             rules[rules == OPEN_FIRST] = force_rule[OPEN_FIRST]
         if self.field_caps is not None or self.max_answer_tokens is not None:
             rules = torch.where(text_len >= cap[rules], force_rule[rules], rules)  # a span at its cap is closed
-        longest = length - first  # the longest completion in the batch
         if self.max_new_tokens is not None and longest + 1 >= self.max_new_tokens:  # the last token is eos
-            clen = length - starts
-            rules = torch.where((rules == ANSWER) & (clen + 1 >= self.max_new_tokens), force_rule[ANSWER], rules)
+            rules = torch.where((rules == ANSWER) & (clen() + 1 >= self.max_new_tokens), force_rule[ANSWER], rules)
         if self.reasoning_budget is not None and longest + 12 > self.reasoning_budget:
             budget = self.reasoning_budget
-            clen = length - starts
+            c = clen()
             # a step costs at least 11 tokens (start, 4 empty fields, end) plus the decision before it
             decide = (rules == DECIDE) | (rules == CONTINUE) | (rules == END_ONLY)
-            rules[decide & (clen + 12 > budget)] = END_ONLY
-            rules[(rules == OPEN_FIRST) & (clen + 11 > budget)] = force_rule[OPEN_FIRST]
-            closing = (need[rules] > 0) & (rules != DECIDE) & (clen + need[rules] >= budget)
+            rules[decide & (c + 12 > budget)] = END_ONLY
+            rules[(rules == OPEN_FIRST) & (c + 11 > budget)] = force_rule[OPEN_FIRST]
+            closing = (need[rules] > 0) & (rules != DECIDE) & (c + need[rules] >= budget)
             rules = torch.where(closing, force_rule[rules], rules)
         return rules
 
-    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
-        rules = self.rules(input_ids)
-        # one masked pass (text rules dominate, so the sparse path of apply_rules rarely applies)
+    def mask(self, scores: torch.Tensor, rules: torch.Tensor) -> torch.Tensor:
+        """A new tensor: each row keeps only what its rule allows; below min_steps the mass of "end"
+        goes to "proceed"."""
         out = scores.masked_fill(self.table.banned(scores.shape[-1], scores.device)[rules], float("-inf"))
         cont = torch.nonzero(rules == CONTINUE).flatten() if self.min_steps else None
-        if cont is not None and cont.numel():  # below min_steps the mass of "end" goes to "proceed"
+        if cont is not None and cont.numel():
             t = self.vocab.ids
             out[cont, t.proceed] = torch.logaddexp(scores[cont, t.proceed], scores[cont, t.reasoning_end])
         return out
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        return self.mask(scores, self.rules(input_ids))

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from steiner.format import REASONING_END, ReasoningPath, parse, split_reasoning
+from steiner.infer.options import DecodeOptions, make_processors
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -77,58 +78,37 @@ def make_generation(tokenizer: PreTrainedTokenizerBase, ids: Sequence[int], *, s
     )
 
 
-def build_processors(tokenizer: PreTrainedTokenizerBase, *, min_steps: int = 0, max_steps: int | None = None,
-                     format_strict: bool = False, max_reasoning_tokens: int | None = None,
-                     max_new_tokens: int | None = None) -> list:
-    """The logits processors `generate` uses: the format processor when asked for (or when a token
-    budget needs it; it then also finishes within ``max_new_tokens``), else the step-bounds processor
-    when bounds are set, else none."""
-    from steiner.infer.format_processor import FormatLogitsProcessor
-    from steiner.infer.step_bounds import StepBoundsLogitsProcessor
-
-    if format_strict or max_reasoning_tokens is not None:
-        return [FormatLogitsProcessor(tokenizer, min_steps, max_steps, max_reasoning_tokens,
-                                      max_new_tokens=max_new_tokens)]
-    if min_steps or max_steps is not None:
-        return [StepBoundsLogitsProcessor(tokenizer, min_steps, max_steps)]
-    return []
-
-
 def generate(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
     conversations: list[list[dict]],
+    options: DecodeOptions | None = None,
     *,
     n: int = 1,
-    max_new_tokens: int = 512,
-    temperature: float = 1.0,
-    top_p: float = 1.0,
-    seed: int | None = None,
-    min_steps: int = 0,
-    max_steps: int | None = None,
-    format_strict: bool = False,
-    max_reasoning_tokens: int | None = None,
     batch_size: int = 16,
     stop: list[str] | None = None,
+    **decode: Any,
 ) -> list[list[Generation]]:
     """Sample ``n`` completions per conversation; result[i][j] is sample j of conversation i.
 
-    Prompts are rendered with the tokenizer's chat template (``add_generation_prompt=True``), left
-    padded and generated ``batch_size`` rows at a time. ``temperature=0`` decodes greedily.
-    ``min_steps``/``max_steps`` bound the steps (`StepBoundsLogitsProcessor`); ``format_strict``
-    enforces the whole format (`FormatLogitsProcessor`), which a ``max_reasoning_tokens`` budget
-    implies. ``stop`` strings end a completion early (the stop string is not included).
+    ``options`` (`DecodeOptions`) says how to sample; its fields may instead be given as keywords
+    (``max_new_tokens=64, temperature=0.7, ...``). Prompts are rendered with the tokenizer's chat
+    template (``add_generation_prompt=True``), left padded and generated ``batch_size`` rows at a
+    time. The logits processors come from `make_processors`. ``stop`` strings end a completion early
+    (the stop string is not included).
     """
     import torch
     from transformers import LogitsProcessorList
 
-    for name, value, lo in (("n", n, 1), ("max_new_tokens", max_new_tokens, 1), ("batch_size", batch_size, 1)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < lo:
-            raise ValueError(f"{name} must be an integer >= {lo}, got {value!r}")
-    if temperature < 0:
-        raise ValueError(f"temperature must be >= 0, got {temperature!r}")
-    if not 0 < top_p <= 1:
-        raise ValueError(f"top_p must be in (0, 1], got {top_p!r}")
+    if options is None:
+        options = DecodeOptions(**decode)
+    elif decode:
+        raise TypeError(f"give options or decode keywords, not both (got {sorted(decode)})")
+    for name, value in (("n", n), ("batch_size", batch_size)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+    max_new_tokens, temperature, top_p, seed = (options.max_new_tokens, options.temperature, options.top_p,
+                                                options.seed)
     prompts = render_prompts(tokenizer, conversations)
     rows = [p for p in prompts for _ in range(n)]
     eos_ids = [tokenizer.eos_token_id]
@@ -148,9 +128,7 @@ def generate(
             chunk = rows[b : b + batch_size]
             enc = tokenizer(chunk, return_tensors="pt", padding=True, padding_side="left", add_special_tokens=False)
             enc = {k: v.to(device) for k, v in enc.items()}
-            processors = build_processors(tokenizer, min_steps=min_steps, max_steps=max_steps,
-                                          format_strict=format_strict, max_reasoning_tokens=max_reasoning_tokens,
-                                          max_new_tokens=max_new_tokens)
+            processors = make_processors(tokenizer, options)
             with torch.inference_mode():
                 seqs = model.generate(
                     **enc,

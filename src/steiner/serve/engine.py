@@ -24,23 +24,18 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from steiner.infer.options import DecodeOptions, make_processors
+
 log = logging.getLogger(__name__)
 
 
-@dataclass
-class SamplingParams:
-    """Per-request decoding settings (already validated by the API layer)."""
+@dataclass(frozen=True)
+class SamplingParams(DecodeOptions):
+    """A request's `DecodeOptions` (``max_new_tokens`` is its max_tokens) plus what only the server does:
+    ``n`` samples, ``stop`` strings, ``ignore_eos``, log-probs. Checked by the API layer first."""
 
-    max_tokens: int
-    temperature: float = 1.0
-    top_p: float = 1.0
     n: int = 1
-    seed: int | None = None
     stop: list[str] = field(default_factory=list)
-    min_steps: int = 0
-    max_steps: int | None = None
-    max_reasoning_tokens: int | None = None
-    format_strict: bool = False
     ignore_eos: bool = False
     logprobs: bool = False
     top_logprobs: int = 0
@@ -113,20 +108,15 @@ class _Row:
 
 
 def make_processor(tokenizer: Any, params: SamplingParams) -> Any:
-    """The logits processor for one row: the format processor when asked for (or when a reasoning-token
-    budget is set), else the step-bounds processor, both from ``steiner.infer``.
+    """The logits processor for one row, from `steiner.infer.make_processors` (the step-bounds one even
+    without bounds, so every completion opens its reasoning and starts a step after each decision).
 
-    Both are stateless and read only the completion, so the engine shares one per setting and feeds it
-    each row's ids from the last prompt token on (``prompt_lengths=1``).
+    Both processors read only the completion (their carried state is checked on every call), so the
+    engine shares one per setting and feeds it each row's ids from the last prompt token on
+    (``prompt_lengths=1``).
     """
-    from steiner.infer import FormatLogitsProcessor, StepBoundsLogitsProcessor
-
-    if params.format_strict or params.max_reasoning_tokens is not None:
-        return FormatLogitsProcessor(
-            tokenizer, min_steps=params.min_steps, max_steps=params.max_steps,
-            max_reasoning_tokens=params.max_reasoning_tokens, prompt_lengths=1, max_new_tokens=params.max_tokens,
-        )
-    return StepBoundsLogitsProcessor(tokenizer, min_steps=params.min_steps, max_steps=params.max_steps, prompt_lengths=1)
+    [proc] = make_processors(tokenizer, params, prompt_lengths=1, step_bounds_always=True)
+    return proc
 
 
 class Engine:
@@ -171,9 +161,8 @@ class Engine:
         self.max_rows_seen = 0
 
     def _processor(self, params: SamplingParams) -> Any:
-        strict = params.format_strict or params.max_reasoning_tokens is not None
-        key = (strict, params.min_steps, params.max_steps, params.max_reasoning_tokens,
-               params.max_tokens if strict else None)
+        key = (params.strict, params.min_steps, params.max_steps, params.max_reasoning_tokens,
+               params.max_new_tokens if params.strict else None)
         if key not in self._processors:
             if len(self._processors) > 256:
                 self._processors.clear()
@@ -273,7 +262,7 @@ class Engine:
                     gen = None
                     if req.params.seed is not None:
                         gen = torch.Generator(device=self.device).manual_seed((req.params.seed + i) % 2**64)
-                    size = min(len(req.prompt_ids) + req.params.max_tokens, self.max_len) + 1
+                    size = min(len(req.prompt_ids) + req.params.max_new_tokens, self.max_len) + 1
                     buf = torch.zeros(size, dtype=torch.long, device=self.device)
                     buf[: len(req.prompt_ids)] = torch.tensor(req.prompt_ids, dtype=torch.long)
                     rows.append(_Row(req, i, proc, gen, buf))
@@ -444,7 +433,7 @@ class Engine:
         r.length += 1
         r.gen.append(tok)
         if not (r.req.stream or p.stop):  # nobody reads the text before the end: decode it once
-            if len(r.gen) >= p.max_tokens or r.length >= self.max_len:
+            if len(r.gen) >= p.max_new_tokens or r.length >= self.max_len:
                 r.text = self._decode(r.gen)
                 return self._flush(r, "length")
             return None
@@ -462,7 +451,7 @@ class Engine:
                 if hit >= 0:
                     r.text = r.text[:hit]
                     return self._flush(r, "stop")
-        if len(r.gen) >= p.max_tokens or r.length >= self.max_len:
+        if len(r.gen) >= p.max_new_tokens or r.length >= self.max_len:
             return self._flush(r, "length")
         hold = max((len(s) for s in p.stop), default=1) - 1
         upto = len(r.text) - hold

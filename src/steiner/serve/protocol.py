@@ -43,7 +43,8 @@ class ChatRequest:
     include_usage: bool = False
     max_tokens: int | None = None  # None: the rest of the context, decided once the prompt is rendered
     ignored: list[str] = field(default_factory=list)  # unknown body fields, named back in a response header
-    sampling: SamplingParams = field(default_factory=lambda: SamplingParams(max_tokens=0))
+    # max_new_tokens here is max_tokens, or 1 until the server sets the rest of the context (prepare)
+    sampling: SamplingParams = field(default_factory=SamplingParams)
 
     @property
     def n(self) -> int:
@@ -291,7 +292,7 @@ def parse_request(body: Any, *, served: set[str], max_n: int, memory: StepsMemor
         max_tokens=max_tokens,
         ignored=sorted(k if isinstance(k, str) else str(k) for k in body if k not in KNOWN_FIELDS),
         sampling=SamplingParams(
-            max_tokens=max_tokens or 0,
+            max_new_tokens=max_tokens or 1,
             temperature=_number(body, "temperature", 1.0, lo=0, hi=2),
             top_p=_number(body, "top_p", 1.0, lo=0, hi=1, lo_open=True),
             n=_number(body, "n", 1, lo=1, hi=max_n, integer=True),
