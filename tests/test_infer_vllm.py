@@ -8,7 +8,8 @@ from enum import Enum, auto
 import pytest
 import torch
 
-from steiner.infer.vllm_processors import StepBoundsBatchProcessor, step_bounds_for_vllm
+from steiner.format import parse
+from steiner.infer.vllm_processors import FormatBatchProcessor, StepBoundsBatchProcessor, step_bounds_for_vllm
 from steiner.tokenizer import ReasoningTokenIds
 
 
@@ -18,8 +19,9 @@ class MoveDirectionality(Enum):  # mirrors vllm.v1.sample.logits_processor.MoveD
 
 
 @dataclass
-class Params:  # the part of vllm.SamplingParams the processor reads
+class Params:  # the part of vllm.SamplingParams the processors read
     extra_args: dict | None = None
+    max_tokens: int | None = None
 
 
 @dataclass(frozen=True)
@@ -115,3 +117,58 @@ def test_parser_keeps_special_tokens_in_requests(tiny_tokenizer):
 
 
 # Real vLLM runs (offline engine and OpenAI server): tests/test_infer_vllm_real.py
+
+
+def test_v1_format_processor_matches_the_transformers_one(tiny_tokenizer, ids):
+    """Driven as vLLM drives it (rows added, swapped, removed; outputs appended by reference), each
+    opted-in row is masked exactly as `FormatLogitsProcessor` masks the same completion."""
+    from steiner.infer import FormatLogitsProcessor
+
+    proc = FormatBatchProcessor(None, torch.device("cpu"), False, tokenizer=tiny_tokenizer)
+    settings = [{"format_strict": True, "min_steps": 1, "max_steps": 2}, None, {"max_reasoning_tokens": 40},
+                {"format_strict": True}]
+    max_tokens = [60, 30, 70, 24]
+    outs: list[list[int]] = [[] for _ in settings]
+    slot = list(range(len(settings)))  # request -> batch row
+    proc.update_state(BatchUpdate(4, added=[(i, Params(settings[i], max_tokens[i]), [5], outs[i])
+                                            for i in range(4)]))
+    assert set(proc.requests) == {0, 2, 3}
+    g = torch.Generator().manual_seed(0)
+    structural = ids.all() + [tiny_tokenizer.eos_token_id]
+    done: set[int] = set()
+    for step in range(75):
+        if step == 10:  # vLLM swaps rows 0 and 2
+            proc.update_state(BatchUpdate(4, moved=[(0, 2, MoveDirectionality.SWAP)]))
+            slot[0], slot[2] = 2, 0
+        logits = torch.randn(4, len(tiny_tokenizer) + 2, generator=g) * 3
+        logits[:, structural] += 1.5
+        before = logits.clone()
+        out = proc.apply(logits)
+        assert torch.equal(logits, before)  # the input is not edited
+        for req, row in enumerate(slot):
+            if req in done:
+                continue
+            if settings[req] is None:
+                assert torch.equal(out[row], logits[row])
+            else:
+                s = settings[req]
+                ref = FormatLogitsProcessor(tiny_tokenizer, s.get("min_steps", 0), s.get("max_steps"),
+                                            s.get("max_reasoning_tokens"), prompt_lengths=1,
+                                            max_new_tokens=max_tokens[req])
+                want = ref(torch.tensor([[7] + outs[req]]), logits[row : row + 1])[0]
+                assert torch.equal(out[row], want), (req, step)
+            tok = int(torch.multinomial(torch.softmax(out[row], -1), 1, generator=g))
+            outs[req].append(tok)
+            if tok == tiny_tokenizer.eos_token_id or len(outs[req]) >= max_tokens[req]:
+                done.add(req)
+                proc.update_state(BatchUpdate(4, removed=[row]))
+    for req in (0, 2, 3):  # every opted-in completion ended with eos within its budget and parses
+        assert outs[req][-1] == tiny_tokenizer.eos_token_id and len(outs[req]) <= max_tokens[req]
+        path = parse(tiny_tokenizer.decode(outs[req][:-1], skip_special_tokens=False))
+        assert path.ok and path.complete, [str(p) for p in path.problems]
+    with pytest.raises(ValueError, match="min_steps"):
+        FormatBatchProcessor.validate_params(Params({"format_strict": True, "min_steps": 3, "max_steps": 1}))
+    # a request for the format is the format processor's alone: step bounds leave it untouched
+    sb = StepBoundsBatchProcessor(None, torch.device("cpu"), False, tokenizer=tiny_tokenizer)
+    sb.update_state(BatchUpdate(1, added=[(0, Params({"format_strict": True, "min_steps": 2}), [5], [])]))
+    assert sb.requests == {}

@@ -178,3 +178,97 @@ def test_openai_server_with_processor_and_parser_plugin(vllm_model_dir, tiny_tok
         except subprocess.TimeoutExpired:
             server.kill()
         log.close()
+
+
+FORMAT_CHECK = r"""
+import json, sys
+from vllm import LLM, SamplingParams
+from steiner.infer import vllm_processors as vp
+
+model, out = sys.argv[1], sys.argv[2]
+llm = LLM(model, dtype="float32", enforce_eager=True, max_model_len=512, max_num_seqs=8, seed=0,
+          logits_processors=[vp.SteinerFormatLogitsProcessor, vp.SteinerStepBoundsLogitsProcessor])
+user = [{"role": "user", "content": "Reach 24 with 3 5 7 11."}]
+system = [{"role": "system", "content": "You are careful. Think step by step."}]
+results = []
+for temperature in (1.0, 1.5):
+    for convo in (user, system + user):
+        for strict in (True, False):
+            extra = {"format_strict": True, "min_steps": 1, "max_steps": 3} if strict else None
+            params = [SamplingParams(max_tokens=64, temperature=temperature, seed=s, skip_special_tokens=False,
+                                     extra_args=extra) for s in range(6)]
+            outs = llm.chat([convo] * 6, params, use_tqdm=False)
+            for o in outs:
+                c = o.outputs[0]
+                results.append({"strict": strict, "temperature": temperature, "system": len(convo) == 2,
+                                "token_ids": list(c.token_ids), "text": c.text, "finish_reason": c.finish_reason})
+json.dump(results, open(out, "w"))
+"""
+
+
+def test_offline_llm_format_processor_always_parses(vllm_model_dir, tiny_tokenizer, tmp_path):
+    """The v1 format adapter inside real vLLM: an untrained model at temperature 1.0 and 1.5, with and
+    without a system prompt; every opted-in completion ends with eos within max_tokens and parses with
+    no problem (and the free ones, in the same batches, do not)."""
+    from steiner.format import parse
+
+    out = tmp_path / "format.json"
+    proc = subprocess.run([PY, "-c", FORMAT_CHECK, str(vllm_model_dir), str(out)], env=ENV, capture_output=True,
+                          text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    results = json.loads(out.read_text())
+    strict = [r for r in results if r["strict"]]
+    assert len(strict) == 24 and {(r["temperature"], r["system"]) for r in strict} == {
+        (1.0, False), (1.0, True), (1.5, False), (1.5, True)}
+    for r in strict:
+        assert r["finish_reason"] == "stop" and len(r["token_ids"]) <= 64, r
+        path = parse(tiny_tokenizer.decode([t for t in r["token_ids"] if t != tiny_tokenizer.eos_token_id],
+                                           skip_special_tokens=False))
+        assert path.ok and path.complete and 1 <= len(path.steps) <= 3, [str(p) for p in path.problems]
+    free = [r for r in results if not r["strict"]]
+    assert not any(parse(r["text"]).ok for r in free)
+
+
+def test_steiner_serve_engine_vllm(vllm_model_dir, tiny_tokenizer, tmp_path):
+    """`steiner serve --engine vllm` as a user runs it: vLLM's server with steiner's parser and both
+    processors; the real openai client asks for the format through vllm_xargs."""
+    import httpx
+    from openai import OpenAI
+
+    from steiner.format import parse
+
+    port = free_port()
+    env = {**ENV, "PATH": f"{Path(PY).parent}:{os.environ.get('PATH', '')}"}
+    cmd = [sys.executable, "-m", "steiner.cli", "serve", "--engine", "vllm", "--vllm-python", PY, "--model",
+           str(vllm_model_dir), "--port", str(port), "--served-model-name", "tiny", "--dtype", "float32",
+           "--api-key", "k1", "--vllm-args", "--max-model-len 512 --enforce-eager", "--log-level", "warning"]
+    log = (tmp_path / "serve.log").open("w")
+    server = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.time() + 300
+        while True:
+            assert server.poll() is None, (tmp_path / "serve.log").read_text()[-4000:]
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.time() < deadline, "vLLM server did not come up in 300 s"
+            time.sleep(2)
+        client = OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="k1", max_retries=0)
+        messages = [{"role": "system", "content": "Be careful."}, {"role": "user", "content": "Reach 24."}]
+        r = client.chat.completions.create(model="tiny", messages=messages, n=4, max_tokens=64, temperature=1.5,
+                                           seed=3, extra_body={"vllm_xargs": {"format_strict": True, "max_steps": 2}})
+        for c in r.choices:
+            reasoning = (c.message.model_extra or {}).get("reasoning") or (c.message.model_extra or {}).get(
+                "reasoning_content")
+            path = parse(reasoning + (c.message.content or ""))
+            assert c.finish_reason == "stop" and path.ok and path.complete and len(path.steps) <= 2, reasoning
+        assert httpx.get(f"http://127.0.0.1:{port}/v1/models").status_code == 401  # the API key is enforced
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+        log.close()

@@ -358,3 +358,23 @@ def test_format_strict_completions_finish_within_max_tokens(client):
     for c in r.choices:
         path = parse(reasoning_of(c.message) + (c.message.content or ""))
         assert c.finish_reason == "stop" and path.ok and path.complete, [str(p) for p in path.problems]
+
+
+def test_vllm_engine_command_wires_steiners_parser_and_processors(tmp_path):
+    from steiner.serve import ServeConfig
+    from steiner.serve.vllm import PROCESSORS, vllm_command, vllm_python
+
+    cfg = ServeConfig(model=str(tmp_path), engine="vllm", api_key=KEY, served_model_name=NAME, port=9001,
+                      max_batch_size=16, vllm_args="--max-model-len 512")
+    cmd = vllm_command(cfg, "PY")
+    assert cmd[:3] == ["PY", "-m", "vllm.entrypoints.openai.api_server"]
+    i = cmd.index("--logits-processors")
+    assert tuple(cmd[i + 1 : i + 3]) == PROCESSORS
+    for flag, value in (("--reasoning-parser", "steiner"), ("--reasoning-parser-plugin", "steiner.infer.vllm_plugin"),
+                        ("--api-key", KEY), ("--served-model-name", NAME), ("--port", "9001"), ("--max-num-seqs", "16"),
+                        ("--max-model-len", "512")):
+        assert cmd[cmd.index(flag) + 1] == value
+    with pytest.raises(ValueError, match="pretty"):
+        vllm_command(ServeConfig(model=str(tmp_path), engine="vllm", reasoning_format="pretty"), "PY")
+    with pytest.raises(FileNotFoundError, match="vllm-python"):
+        vllm_python(ServeConfig(model=str(tmp_path), engine="vllm", vllm_python=str(tmp_path / "nope")))

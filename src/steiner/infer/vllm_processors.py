@@ -1,4 +1,4 @@
-"""The step-bounds rules as vLLM logits processors (vLLM itself stays optional: imported on use only).
+"""steiner's logits processors inside vLLM (vLLM itself stays optional: imported on use only).
 
 Two interfaces:
 
@@ -9,9 +9,15 @@ Two interfaces:
   ``LogitsProcessor`` on first access). A request opts in through
   ``SamplingParams(extra_args={"min_steps": 2, "max_steps": 6})`` (``vllm_xargs`` over HTTP);
   requests without them are untouched. Checked inside vLLM 0.32 (CPU): tests/test_infer_vllm_real.py.
+- v1 format processor ``SteinerFormatLogitsProcessor`` (`FormatBatchProcessor`): the whole format
+  (`steiner.infer.format_processor.FormatLogitsProcessor`), for requests whose ``extra_args`` hold
+  ``"format_strict": true`` or a ``max_reasoning_tokens`` budget (with optional ``min_steps`` and
+  ``max_steps``); the request's ``max_tokens`` is the completion budget the format finishes within.
+  Such requests are the format processor's alone: the step-bounds class leaves them untouched, so the
+  two classes can be installed together.
 
-The v1 processor keeps, per request, a running count of step ends over the request's own output
-list (which vLLM hands over by reference and only appends to), so each step costs O(new tokens).
+Both v1 processors keep, per request, running counts over the request's own output list (which vLLM
+hands over by reference and only appends to), so each step costs O(new tokens).
 """
 
 from __future__ import annotations
@@ -54,10 +60,27 @@ def step_bounds_for_vllm(
     return process
 
 
-def params_bounds(sampling_params: Any) -> tuple[int, int | None] | None:
-    """(min_steps, max_steps) from ``sampling_params.extra_args``, or None if the request set neither."""
+def params_format(sampling_params: Any) -> tuple[int, int | None, int | None, int | None] | None:
+    """(min_steps, max_steps, max_reasoning_tokens, max_tokens) when the request asks for the format
+    processor (``format_strict`` or ``max_reasoning_tokens`` in ``extra_args``), else None."""
     extra = getattr(sampling_params, "extra_args", None) or {}
-    if not any(k in extra for k in EXTRA_ARGS):
+    strict, budget = extra.get("format_strict", False), extra.get("max_reasoning_tokens")
+    if not isinstance(strict, bool):
+        raise ValueError(f"format_strict must be true or false, got {strict!r}")
+    if not strict and budget is None:
+        return None
+    lo, hi = extra.get("min_steps", 0), extra.get("max_steps")
+    check_step_bounds(lo, hi)
+    if budget is not None and (isinstance(budget, bool) or not isinstance(budget, int) or budget < 1):
+        raise ValueError(f"max_reasoning_tokens must be a positive integer, got {budget!r}")
+    return lo, hi, budget, getattr(sampling_params, "max_tokens", None)
+
+
+def params_bounds(sampling_params: Any) -> tuple[int, int | None] | None:
+    """(min_steps, max_steps) from ``sampling_params.extra_args``, or None if the request set neither
+    or asked for the format processor (which enforces the bounds itself)."""
+    extra = getattr(sampling_params, "extra_args", None) or {}
+    if not any(k in extra for k in EXTRA_ARGS) or params_format(sampling_params) is not None:
         return None
     lo, hi = extra.get("min_steps", 0), extra.get("max_steps")
     check_step_bounds(lo, hi)
@@ -138,20 +161,127 @@ class StepBoundsBatchProcessor:
         return apply_rules(logits, rules.to(logits.device), self.table)
 
 
-_VLLM_CLASS: type | None = None
+@dataclass
+class _FormatRequest:
+    key: tuple  # the processor settings (min_steps, max_steps, max_reasoning_tokens, max_tokens)
+    output: list[int]  # vLLM's running output list (by reference)
+    seen: int = 0
+    kind: int = 0  # kind of the last structural token (0: none yet)
+    text_len: int = 0  # text tokens since it
+    step_ends: int = 0
+
+    def advance(self, kind_of: list[int], step_end: int) -> None:
+        """Fold the tokens vLLM appended since the last call into the running state."""
+        for tok in self.output[self.seen :]:
+            k = kind_of[tok] if tok < len(kind_of) else 0
+            if k:
+                self.kind, self.text_len = k, 0
+                self.step_ends += tok == step_end
+            else:
+                self.text_len += 1
+        self.seen = len(self.output)
+
+
+class FormatBatchProcessor:
+    """vLLM v1 batch-level logic of `FormatLogitsProcessor` (``validate_params``, ``update_state``, ``apply``).
+
+    Each opted-in request carries its scan (last structural kind, text since, step ends) forward over
+    its new tokens; the rules come from `FormatLogitsProcessor.rules_from`, one vectorised call per
+    group of requests with the same settings. ``tokenizer`` defaults to the model's.
+    """
+
+    def __init__(self, vllm_config: Any, device: Any = None, is_pin_memory: bool = False,
+                 tokenizer: PreTrainedTokenizerBase | None = None) -> None:
+        if tokenizer is None:
+            from transformers import AutoTokenizer
+
+            mc = vllm_config.model_config
+            tokenizer = AutoTokenizer.from_pretrained(getattr(mc, "tokenizer", None) or mc.model)
+        from steiner.infer.format_processor import FormatLogitsProcessor
+
+        self.tokenizer = tokenizer
+        self.vocab = InferVocab.from_tokenizer(tokenizer)
+        self._make = FormatLogitsProcessor
+        self._procs: dict[tuple, Any] = {}
+        self.requests: dict[int, _FormatRequest] = {}
+        probe = self._proc((0, None, None, None))
+        self.kind_of = probe._kind_cpu.tolist()
+
+    def _proc(self, key: tuple) -> Any:
+        if key not in self._procs:
+            lo, hi, budget, max_tokens = key
+            self._procs[key] = self._make(self.tokenizer, lo, hi, budget, max_new_tokens=max_tokens)
+        return self._procs[key]
+
+    @classmethod
+    def validate_params(cls, sampling_params: Any) -> None:
+        """Raise ValueError when ``extra_args`` hold unusable format options."""
+        params_format(sampling_params)
+
+    def is_argmax_invariant(self) -> bool:
+        return False
+
+    def update_state(self, batch_update: Any | None) -> None:
+        """Apply vLLM's batch changes in its order: removed, added, moved."""
+        if batch_update is None:
+            return
+        for index in batch_update.removed:
+            self.requests.pop(index, None)
+        for added in batch_update.added:
+            index, params, output = added[0], added[1], added[-1]
+            opts = params_format(params)
+            if opts is None:
+                self.requests.pop(index, None)
+            else:
+                self.requests[index] = _FormatRequest(opts, output)
+        for a, b, direction in batch_update.moved:
+            ra, rb = self.requests.pop(a, None), self.requests.pop(b, None)
+            if ra is not None:
+                self.requests[b] = ra
+            if rb is not None and getattr(direction, "name", str(direction)).upper().endswith("SWAP"):
+                self.requests[a] = rb
+
+    def apply(self, logits: torch.Tensor) -> torch.Tensor:
+        """Constrain each opted-in row by its grammar state; other rows pass through."""
+        if not self.requests:
+            return logits
+        groups: dict[tuple, list[int]] = {}
+        for i, r in self.requests.items():
+            if i < logits.shape[0]:
+                r.advance(self.kind_of, self.vocab.ids.step_end)
+                groups.setdefault(r.key, []).append(i)
+        out = logits
+        for key, rows in groups.items():
+            proc = self._proc(key)
+            reqs = [self.requests[i] for i in rows]
+            kind = torch.tensor([r.kind for r in reqs], device=logits.device)
+            text_len = torch.tensor([r.text_len for r in reqs], device=logits.device)
+            lengths = [len(r.output) for r in reqs]
+            ends = torch.tensor([r.step_ends for r in reqs], device=logits.device)
+            rules = proc.rules_from(kind, text_len, lambda sel, e=ends: e[sel],
+                                    lambda n=lengths: torch.tensor(n, device=logits.device), max(lengths))
+            idx = torch.tensor(rows, device=logits.device)
+            out = out.index_copy(0, idx, proc.mask(out.index_select(0, idx), rules))
+        return out
+
+
+_VLLM_CLASSES: dict[str, type] = {}
+_BASES = {"SteinerStepBoundsLogitsProcessor": StepBoundsBatchProcessor,
+          "SteinerFormatLogitsProcessor": FormatBatchProcessor}
 
 
 def __getattr__(name: str) -> Any:
-    """``SteinerStepBoundsLogitsProcessor``: the v1 class, a subclass of vLLM's LogitsProcessor."""
-    global _VLLM_CLASS
-    if name != "SteinerStepBoundsLogitsProcessor":
+    """``SteinerStepBoundsLogitsProcessor`` / ``SteinerFormatLogitsProcessor``: the v1 classes, subclasses
+    of vLLM's LogitsProcessor (built on first access, so importing this module needs no vLLM)."""
+    if name not in _BASES:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    if _VLLM_CLASS is None:
+    if name not in _VLLM_CLASSES:
         from vllm.v1.sample.logits_processor import LogitsProcessor
 
-        _VLLM_CLASS = type(name, (StepBoundsBatchProcessor, LogitsProcessor), {"__module__": __name__})
-    return _VLLM_CLASS
+        _VLLM_CLASSES[name] = type(name, (_BASES[name], LogitsProcessor), {"__module__": __name__})
+    return _VLLM_CLASSES[name]
 
 
-# the name steiner.infer exports
+# the names steiner.infer exports
 StepBoundsVLLMProcessor = StepBoundsBatchProcessor
+FormatVLLMProcessor = FormatBatchProcessor

@@ -172,7 +172,7 @@ class _Server:
             raise APIError(f"max_tokens ({req.max_tokens}) + prompt ({len(ids)} tokens) exceeds the context of "
                            f"{limit} tokens", param="max_tokens", code="context_length_exceeded")
         max_tokens = req.max_tokens or min(room, self.cfg.max_tokens or room)
-        return ids, dataclasses.replace(req.sampling, max_tokens=max_tokens)
+        return ids, dataclasses.replace(req.sampling, max_new_tokens=max_tokens)
 
     def usage(self, prompt_len: int, finished: list[Finished]) -> dict[str, Any]:
         completion = sum(len(f.token_ids) for f in finished)
@@ -366,7 +366,11 @@ def create_app(cfg: ServeConfig, model: Any = None, tokenizer: Any = None) -> Fa
 
 
 def main(cfg: ServeConfig) -> int:
-    """`steiner serve`: load the model and serve it until interrupted."""
+    """`steiner serve`: load the model and serve it until interrupted (``--engine vllm``: vLLM's server)."""
+    if cfg.engine == "vllm":
+        from steiner.serve.vllm import run
+
+        return run(cfg)
     import torch
     import uvicorn
 

@@ -13,6 +13,9 @@ class ServeConfig:
     """Options of the OpenAI-compatible server."""
 
     model: str = opt("", "save_pretrained folder of the model (and tokenizer) to serve")
+    engine: Literal["steiner", "vllm"] = opt(
+        "steiner", "steiner: the built-in continuous-batching engine; vllm: vLLM's OpenAI server with steiner's "
+        "reasoning parser and logits processors (needs vLLM: scripts/setup_vllm.sh)")
     tokenizer: str | None = opt(None, "tokenizer folder when it is not the model folder")
     host: str = opt("127.0.0.1", "interface to listen on")
     port: int = opt(8000, "TCP port to listen on")
@@ -28,6 +31,8 @@ class ServeConfig:
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = opt("auto", "weights dtype (auto: as saved)")
     torch_threads: int | None = opt(None, "torch intra-op threads (1 is fastest for tiny models on busy CPUs)")
     log_level: str = opt("info", "uvicorn log level")
+    vllm_python: str | None = opt(None, "--engine vllm: interpreter with vLLM (default: this one, else .venv-vllm)")
+    vllm_args: str = opt("", "--engine vllm: extra vLLM server arguments, e.g. '--max-model-len 4096'")
 
     def __post_init__(self) -> None:
         check_range("port", self.port, lo=0, hi=65535)
