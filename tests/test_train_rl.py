@@ -137,6 +137,16 @@ def test_forced_mask_by_hand(tiny_tokenizer):
     assert bounded[0, ids.index(t.reasoning_end)] == 1 and bounded[0, ids.index(t.proceed)] == 0
 
 
+def test_vllm_requests_opt_in_to_the_processors():
+    """Not run with vLLM here (no GPU vLLM): what the trainer hands TRL for vLLM sampling."""
+    from steiner.train.grpo import vllm_generation_kwargs
+
+    opts = {"format_strict": True, "min_steps": 1, "max_steps": None, "max_reasoning_tokens": 448}
+    assert vllm_generation_kwargs({"seed": 3}, "colocate", opts) == {
+        "seed": 3, "extra_args": {"format_strict": 1, "min_steps": 1, "max_reasoning_tokens": 448}}
+    assert vllm_generation_kwargs(None, "server", opts)["vllm_xargs"]["min_steps"] == 1
+
+
 def test_logprobs_at_the_sampling_temperature_and_identical_group(tiny_model_dir, rl_data, tmp_path):
     from steiner.train.rl import build_trainer
 

@@ -6,7 +6,7 @@ It changes GRPOTrainer at three documented seams and nowhere else:
 - ``_generate_single_turn`` (transformers ``generate`` path): samples with the format processor
   (`steiner.infer.format_processor.FormatLogitsProcessor`: grammar, step bounds, token budget). With
   ``use_vllm`` TRL's own path runs: requests opt in to steiner's vLLM v1 processors through
-  ``SamplingParams.extra_args``, and in colocate mode the ``LLM`` TRL builds gets those processor
+  ``SamplingParams.extra_args`` (``vllm_xargs`` in server mode), and in colocate mode the ``LLM`` TRL builds gets those processor
   classes. That path has not been run (no vLLM GPU here).
 - the reward function `SteinerGRPOTrainer.steiner_reward`: parses each completion (special tokens
   kept) and scores it with `steiner.train.rewards.completion_reward` (the one grader; in step mode the
@@ -100,6 +100,16 @@ def vllm_processor_classes() -> list[type]:
     return out
 
 
+def vllm_generation_kwargs(kwargs: dict | None, mode: str, options: dict[str, Any]) -> dict:
+    """TRL's ``generation_kwargs`` with the processor ``options`` added as the per-request opt-in of
+    steiner's vLLM v1 processors: ``extra_args`` of SamplingParams (colocate), which vLLM's HTTP API
+    takes as ``vllm_xargs`` (server). Unset options are left out, flags sent as 0/1."""
+    key = "extra_args" if mode == "colocate" else "vllm_xargs"
+    extra = dict((kwargs or {}).get(key) or {})
+    extra.update({k: int(v) if isinstance(v, bool) else v for k, v in options.items() if v is not None})
+    return {**(kwargs or {}), key: extra}
+
+
 @contextmanager
 def _vllm_processors_installed(mode: str):
     """Colocate mode: the ``LLM`` TRL builds gets steiner's processors (TRL 1.16 passes none). Server
@@ -151,10 +161,8 @@ class SteinerGRPOTrainer(GRPOTrainer):
         self._forced: torch.Tensor | None = None  # (rows, T) recorded by the last transformers generate
         grpo_args = kwargs.get("args")
         if grpo_args is not None and grpo_args.use_vllm:
-            # requests opt in to steiner's vLLM v1 processors through SamplingParams.extra_args
-            extra = dict((grpo_args.generation_kwargs or {}).get("extra_args") or {})
-            extra.update(self.processor_options())
-            grpo_args.generation_kwargs = {**(grpo_args.generation_kwargs or {}), "extra_args": extra}
+            grpo_args.generation_kwargs = vllm_generation_kwargs(grpo_args.generation_kwargs, grpo_args.vllm_mode,
+                                                                 self.processor_options())
             with _vllm_processors_installed(grpo_args.vllm_mode):
                 super().__init__(*args, reward_funcs=[self.steiner_reward], **kwargs)
         else:
