@@ -21,6 +21,7 @@ from steiner.countdown import (
     state_of,
     step_key,
 )
+from steiner.countdown.steps import ordered_moves, search_path, step_fails, step_hit
 from steiner.countdown.teacher import BuiltinCountdownTeacher
 from steiner.format import ReasoningPath, Step, parse, render
 from steiner.synth.teacher import Question, Revealed, Teacher
@@ -96,22 +97,45 @@ def test_check_answer(expr, numbers, target, ok, reason):
     assert reason in res.reason
 
 
-def test_step_writer_phrasings_and_step_key():
-    rng = random.Random(0)
-    steps = [op_step(state_of([3, 5, 7, 11]), (5, "+", 3, 8), 24, rng) for _ in range(40)]
-    for s in steps:
-        assert step_key(s) == "7,8,11"
-        assert parse_op(s) == (5, "+", 3, 8)
-        assert 5 <= len(f"{s.name} {s.thought} {s.summary} {s.reflection}".split()) <= 60
-    for field in ("name", "thought", "summary", "reflection"):
-        assert len({getattr(s, field) for s in steps}) >= 3, field
+def test_step_writer_compact_text_and_step_key():
+    # a move that leaves three numbers says its result and the state, in the order moves go on
+    s = op_step(state_of([3, 5, 7, 11]), (5, "+", 3, 8), 24, order=[3, 5, 7, 11])
+    assert (s.name, s.thought, s.summary) == ("5+3", "5+3=8.", "5+3=8; remaining: 7,11,8")
+    assert step_key(s) == "7,8,11" and parse_op(s) == (5, "+", 3, 8)
+    # a move that leaves two numbers writes out every result of them, compared with the target
+    s = op_step(state_of([4, 8, 7]), (8, "-", 4, 4), 39, order=[4, 8, 7])
+    assert s.thought == "8-4=4. 7,4: 7+4=11 (39? no) 7-4=3 (39? no) 7*4=28 (39? no)"
+    assert s.reflection == "No result is 39." and step_fails(s, 39) and step_hit(s) is None
+    # ... stopping at the first hit, which the reflection names
+    s = op_step(state_of([4, 8, 7]), (8, "*", 4, 32), 39, order=[4, 8, 7])
+    assert s.thought == "8*4=32. 32,7: 32+7=39 (39? yes)" and step_hit(s) == (32, "+", 7, 39)
+    assert not step_fails(s, 39) and s.reflection == "32+7=39 reaches 39."
     # the key comes from the text, robust to phrasing and order; meta is only a fallback
     assert step_key(Step(summary="blah. Remaining numbers: 11, 5 and 8")) == "5,8,11"
     assert step_key(Step(thought="remaining: 9", meta={"key": "1,2"})) == "9"
     assert step_key(Step(summary="nothing", meta={"key": "1,2"})) == "1,2"
     assert step_key(Step(summary="nothing")) is None
     with pytest.raises(ValueError, match="not legal"):
-        op_step(state_of([3, 5]), (7, "+", 3, 10), 24, rng)
+        op_step(state_of([3, 5]), (7, "+", 3, 10), 24)
+
+
+def test_search_path_is_depth_first_in_move_order():
+    steps, answer = search_path([4, 8, 7], 39)
+    # pairs in the question's order (4 and 8 first), + - * / each: 8+4 and 8-4 miss, 8*4 hits
+    assert [s.name for s in steps] == ["8+4", "8-4", "8*4"]
+    assert [(s.decision, s.returns_to) for s in steps] == [("backtrack", 0), ("backtrack", 0), ("end", None)]
+    assert answer == "(8 * 4) + 7" and check_answer(answer, [4, 8, 7], 39).ok
+    assert search_path([1, 1, 1], 50) is None
+    # four numbers: a move that leaves three is abandoned only after every move after it was tried
+    steps, answer = search_path([3, 8, 50, 50], 24)
+    assert check_answer(answer, [3, 8, 50, 50], 24).ok
+    first = steps[0]
+    assert first.name == "8+3" and first.decision == "proceed"
+    k = next(i for i, s in enumerate(steps) if s.returns_to == 0)
+    children = steps[1:k + 1]
+    assert all(s.decision == "backtrack" for s in children) and [s.returns_to for s in children[:-1]] == [1] * (k - 1)
+    assert len(children) == len(ordered_moves([50, 50, 11]))
+    assert "Every move from 50,50,11 is tried." in children[-1].reflection and children[-1].returns_to == 0
 
 
 def _line_ok(q: Question, steps: list[Step], final: str) -> bool:
@@ -145,24 +169,27 @@ def test_builtin_teacher_reference_forward_reveal():
                 backtracks += 1
                 assert 0 <= rev.returns_to < len(line)
                 assert str(q.meta["target"]) in rev.reflection
+                assert step_fails(line[-1], q.meta["target"])  # the reflection rests on what the step shows
                 active = line[: rev.returns_to] + rev.steps
-            assert len(active) == len(q.meta["numbers"]) - 1
             assert check_answer(rev.final_answer, q.meta["numbers"], q.meta["target"]).ok
+            # the active line ends at a step whose checks hit the target
+            assert step_hit(active[-1]) is not None or step_key(active[-1]) == str(q.meta["target"])
             if rev.steps:
                 assert rev.steps[-1].decision == "end"
     assert backtracks > 10 and corrects > 10  # the heuristic policy both fails and succeeds
 
 
-def test_reveal_reflection_names_the_dead_end():
-    numbers = [3, 8, 50, 50]  # 50 - 50 = 0, 3 * 8 + 0 = 24; 8 * 50 leaves 3, 50, 400: dead
+def test_reveal_returns_to_the_deepest_solvable_point_and_says_only_what_the_step_shows():
+    numbers = [3, 8, 50, 50]  # 50 - 50 = 0, 3 * 8 + 0 = 24; 50 + 50 leaves 3, 8, 100
     q = Question("q", question_text(numbers, 24), "", {"numbers": numbers, "target": 24})
     teacher = BuiltinCountdownTeacher(seed=0)
-    attempt = [op_step(state_of(numbers), (50, "+", 50, 100), 24, random.Random(0)),
-               op_step(state_of([3, 8, 100]), (100, "*", 8, 800), 24, random.Random(0))]
+    first = op_step(state_of(numbers), (50, "+", 50, 100), 24, order=numbers)
+    second = op_step(state_of([3, 8, 100]), (100, "*", 8, 800), 24, order=[3, 8, 100])
+    assert second.thought.startswith("100*8=800. 800,3: 800+3=803 (24? no)")
     expected = 1 if solvable([3, 8, 100], 24) else 0
-    rev = asyncio.run(teacher.reveal(q, [], attempt, seed=0))
+    rev = asyncio.run(teacher.reveal(q, [], [first, second], seed=0))
     assert rev.returns_to == expected
-    assert "3" in rev.reflection and "800" in rev.reflection and "24" in rev.reflection
+    assert rev.reflection == "No result is 24."
     assert check_answer(rev.final_answer, numbers, 24).ok
     with pytest.raises(ValueError, match="cannot make"):
         asyncio.run(teacher.reference(Question("u", question_text([1, 1], 24), "")))

@@ -6,6 +6,7 @@ import networkx as nx
 
 from steiner.countdown import check_answer, generate_problems, parse_op, parse_state, state_of, step_key
 from steiner.countdown.solver import apply_op, reachable, remove_pair
+from steiner.countdown.steps import step_hit
 from steiner.countdown.teacher import BuiltinCountdownTeacher
 from steiner.format import ReasoningPath, Step, parse, render, step_from_dict, step_to_dict
 from steiner.jsonl import read_jsonl
@@ -90,7 +91,7 @@ def test_sampled_paths_on_a_hand_built_dag():
     paths = sample_paths(dag, 10, seed=3, explore_prob=0.7)
     assert paths == sample_paths(dag, 10, seed=3, explore_prob=0.7)
     sigs = {tuple((s["meta"]["node"], s["decision"], s["returns_to"]) for s in p["steps"]) for p in paths}
-    assert len(sigs) == len(paths) >= 4
+    assert len(sigs) == len(paths) == 3  # A B, C B, and A X Y(back to A) B: the teacher's own dead end
     assert any(p["num_backtracks"] for p in paths) and any(not p["num_backtracks"] for p in paths)
     for p in paths:
         steps = [step_from_dict(s) for s in p["steps"]]
@@ -101,7 +102,7 @@ def test_sampled_paths_on_a_hand_built_dag():
             if s.decision == "backtrack":
                 # back to the branch point, the A node (step 1: every path starts there or at C)
                 assert s.returns_to == 1 and s.meta["node"] in {dag.record_nodes[1][1], dag.record_nodes[1][2]}
-                assert s.reflection  # the recorded reason or a generic one
+                assert s.reflection == "Y is hopeless"  # the teacher's recorded reason, never an invented one
                 assert p["steps"][s.returns_to - 1]["meta"]["node"] == dag.record_nodes[0][0]
     opt = optimal_path(dag)
     assert opt["num_backtracks"] == 0 and len(opt["steps"]) == 2 and opt["source"] == "optimal"
@@ -142,12 +143,14 @@ def test_generated_countdown_dags_and_paths_are_valid(tmp_path):
                 assert rest is not None and apply_op(a, o, b) == c
                 state = state_of([*rest, c])
                 assert step_key(s) == ",".join(map(str, state))
-            assert state == (target,)
+            hit = step_hit(path.active_steps()[-1])  # the last step's checks name the final move
+            assert state == (target,) or (hit is not None and apply_op(*hit[:3]) == target)
             assert check_answer(p["final_answer"], numbers, target).ok, p["final_answer"]
             for i, s in enumerate(steps, start=1):
                 if s.decision == "backtrack":
                     assert 0 <= s.returns_to < i and str(target) in s.reflection
             total_backtracks += p["num_backtracks"]
             total_paths += 1
-        assert paths[-2]["num_backtracks"] == 0 and len(paths[-2]["steps"]) == len(numbers) - 1
+        # the optimal path: no backtracks, one step per move (the last two numbers are one step's checks)
+        assert paths[-2]["num_backtracks"] == 0 and len(paths[-2]["steps"]) == len(numbers) - 2
     assert total_backtracks / total_paths > 0.3

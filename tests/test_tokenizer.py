@@ -204,3 +204,15 @@ def test_slow_tokenizer_rejected():
 
     with pytest.raises(ValueError, match="not a fast tokenizer"):
         extend_tokenizer(Slow.__new__(Slow))
+
+
+def test_train_tokenizer_number_tokens_are_whole():
+    tok = train_tokenizer(CORPUS, vocab_size=300, number_tokens=2000, spaced_number_tokens=60)
+    ids = tok("12*12=144. 144*12=1728, make 39", add_special_tokens=False)["input_ids"]
+    pieces = tok.convert_ids_to_tokens(ids)
+    assert "144" in pieces and "1728" in pieces and "\u012039" in pieces  # whole numbers, spaced or not
+    assert tok.decode(ids) == "12*12=144. 144*12=1728, make 39"
+    # outside the ranges numbers still round-trip, in several pieces
+    ids = tok("make 2345 and 77", add_special_tokens=False)["input_ids"]
+    assert tok.decode(ids) == "make 2345 and 77"
+    assert "\u01202345" not in tok.convert_ids_to_tokens(ids)

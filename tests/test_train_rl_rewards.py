@@ -260,7 +260,7 @@ def test_countdown_wrong_arithmetic_and_wrong_state_are_invalid_and_dead_ends_ho
     dag = countdown_dag()
     first = genuine()[0]
     wrong = copy.copy(first)
-    wrong.summary = wrong.thought = first.summary.replace("= 32", "= 31").replace("7, 32", "7, 31")
+    wrong.summary = wrong.thought = first.summary.replace("=32", "=31").replace("32,7", "31,7")
     r = completion_reward(CD_RECORD, dag, ReasoningPath([wrong]), CFG)
     assert r.terms == ["invalid"] and r.reasons == ["8 * 4 is 32, not 31"]
     dead = ops_steps([4, 8, 7], [(8, "+", 7, 15)], 39, random.Random(0), end=False)

@@ -213,11 +213,16 @@ def extend_pretrained(base: str | Path, out: str | Path, *, tokenizer_only: bool
     return info
 
 
-def train_tokenizer(texts: list[str] | Any, vocab_size: int = 1024, *, extend_with_reasoning: bool = True):
+def train_tokenizer(texts: list[str] | Any, vocab_size: int = 1024, *, extend_with_reasoning: bool = True,
+                    number_tokens: int = 0, spaced_number_tokens: int = 0):
     """Train a small byte-level BPE tokenizer locally (the demo's and the tests' tokenizer).
 
     A small vocabulary keeps the output layer cheap on a CPU. The ChatML markers are reserved first
     and, when ``extend_with_reasoning``, the 14 reasoning tokens are added after training.
+    ``number_tokens=N`` makes every whole number below N one token ("224", not "22" + "4"), and
+    ``spaced_number_tokens=M`` does the same for " 0" .. " M-1" (a number after a space): a tiny model
+    then learns arithmetic as facts about whole numbers instead of carrying digits, which is what lets
+    the demo's model compute its Countdown moves. Numbers outside those ranges still tokenize (by BPE).
     """
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
@@ -232,6 +237,15 @@ def train_tokenizer(texts: list[str] | Any, vocab_size: int = 1024, *, extend_wi
         show_progress=False,
     )
     tk.train_from_iterator(texts, trainer=trainer)
+    if number_tokens or spaced_number_tokens:
+        # whole pre-tokens found in the vocabulary skip the merges (ignore_merges), so adding the
+        # number strings to the vocabulary is enough; "\u0120" is byte-level BPE's space
+        spec = json.loads(tk.to_str())
+        vocab = spec["model"]["vocab"]
+        for s in [str(n) for n in range(number_tokens)] + ["\u0120" + str(n) for n in range(spaced_number_tokens)]:
+            vocab.setdefault(s, len(vocab))
+        spec["model"]["ignore_merges"] = True
+        tk = Tokenizer.from_str(json.dumps(spec))
     tok = PreTrainedTokenizerFast(
         tokenizer_object=tk, eos_token="<|im_end|>", pad_token="<|endoftext|>", bos_token=None
     )

@@ -16,7 +16,18 @@ from typing import Any
 from steiner.countdown.checker import check_answer
 from steiner.countdown.problems import parse_question
 from steiner.countdown.solver import apply_op, remove_pair, solvable, state_key, state_of
-from steiner.countdown.steps import answer_from_steps, dead_end_reflection, parse_op, parse_state, step_key
+from steiner.countdown.steps import (
+    answer_from_steps,
+    dead_end_reflection,
+    final_checks,
+    ordered_moves,
+    parse_checks,
+    parse_op,
+    parse_state,
+    remaining_order,
+    step_fails,
+    step_key,
+)
 from steiner.domain import Domain, Grade, StepCheck
 from steiner.format import Step
 from steiner.grading import extract_expression
@@ -65,7 +76,38 @@ class CountdownDomain(Domain):
         claimed = step_key(step)
         if claimed is not None and claimed != after:
             return StepCheck(False, f"claims the numbers left are {claimed}, but the move leaves {after}", after)
+        bad = self._check_results(record, [*rest, c], step)
+        if bad:
+            return StepCheck(False, bad, after)
         return StepCheck(True, "ok", after)
+
+    def _check_results(self, record: dict[str, Any], left: list[int], step: Step) -> str | None:
+        """What is wrong with the results a step wrote out for its last two numbers (None: nothing):
+        each must use those two numbers, be computed right, be compared with the real target and
+        judged right, in the order + - * / up to the first hit."""
+        checks = parse_checks(step)
+        if not checks:
+            return None
+        target = self._problem(record)[1]
+        if len(left) == 1:  # the last move: its own result is compared with the target
+            (_, t, yes), c = checks[0], left[0]
+            if len(checks) != 1 or t != target or yes != (c == target):
+                return f"compares {c} with the target {target} wrongly"
+            return None
+        if len(left) != 2:
+            return "writes out final results, but more than two numbers are left"
+        expected = final_checks(left[0], left[1], target)
+        for i, ((a, o, b, c), t, yes) in enumerate(checks):
+            if t != target:
+                return f"compares with {t}, but the target is {target}"
+            if i >= len(expected) or expected[i][0][:3] != (a, o, b):
+                return f"{a} {o} {b} is not the next result of {max(left)} and {min(left)} to try"
+            value = apply_op(a, o, b)
+            if value != c:
+                return f"{a} {o} {b} is {value}, not {c}"
+            if yes != (c == target):
+                return f"says {c} {'is' if yes else 'is not'} {target}"
+        return None
 
     def grade(self, record: dict[str, Any], answer: str) -> Grade:
         expr = extract_expression(answer)
@@ -81,8 +123,18 @@ class CountdownDomain(Domain):
         return answer_from_steps(self._problem(record)[0], steps)
 
     def dead_end_reflection(self, record: dict[str, Any], step: Step, rng: random.Random) -> str | None:
+        target = self._problem(record)[1]
         state = parse_state(step_key(step))
-        return dead_end_reflection(state, self._problem(record)[1], rng) if state else None
+        if state is None or not step_fails(step, target):
+            return None  # the step does not show its line failing (e.g. three numbers are left)
+        return dead_end_reflection(state, target)
+
+    def move_order(self, record: dict[str, Any], parent: Step | None, step: Step) -> int | None:
+        order = self._problem(record)[0] if parent is None else remaining_order(parent)
+        op = parse_op(step)
+        if not order or op is None:
+            return None
+        return next((i for i, (o, _) in enumerate(ordered_moves(list(order))) if o == op), None)
 
     def dead_state(self, record: dict[str, Any], step: Step) -> bool | None:
         state = parse_state(step_key(step))

@@ -1,69 +1,38 @@
-"""Countdown steps as text: the path writer, `step_key` and reading moves back out of step text.
+"""Countdown steps as text: the compact step writer, the search trace, and reading steps back.
 
-Every step's summary ends with ``remaining: 5, 8, 11`` so the state survives any phrasing and can be
-read back from generated text (`step_key`); the move ``a op b = c`` is in the summary too
-(`parse_op`). Each field has several phrasings chosen by a seeded rng, so that steps of the same
-state read differently and clustering by embedding has real work to do.
+One step is one move. Its text is compact (a tiny model spends its capacity on the numbers, not on
+prose) and every judgment in it can be checked from the text itself:
+
+    name        8*7
+    thought     8*7=56. 56,4: 56+4=60 (39? no) 56-4=52 (39? no) 56*4=224 (39? no) 56/4=14 (39? no)
+    summary     8*7=56; remaining: 56,4
+    reflection  No result is 39.
+
+When a move leaves two numbers, the thought writes out every result of those two (larger first, in
+the order + - * /, stopping at the first hit) and compares each with the target explicitly
+("(39? no)"), so abandoning the move after it is justified by what the trace shows, and the model
+can learn the comparison for targets it never saw. A move that leaves more numbers says only its
+result; its line is abandoned once every move after it was tried (`search_path`). The summary
+always ends with ``remaining: ...`` (the state, read back by `step_key`), written in the order the
+next moves are tried. Numbers are written without spaces so that each one is a single token in the
+demo's tokenizer.
 """
 
 from __future__ import annotations
 
-import random
 import re
+from typing import Any
 
-from steiner.countdown.solver import Op, State, apply_op, expression, remove_pair, state_key, state_of
+from steiner.countdown.solver import OPS, Op, State, apply_op, expression, remove_pair, state_key, state_of
 from steiner.format import Step
-
-NAMES = ["{a} {o} {b}", "Try {a} {o} {b}", "Combine {a} and {b}", "Compute {a} {o} {b}", "Use {a} {o} {b}"]
-THOUGHTS = [
-    "I take {a} and {b}: {a} {o} {b} = {c}. That leaves {rest}, and I still need {t}.",
-    "{a} {o} {b} = {c}. Now the numbers are {rest}; the target is {t}.",
-    "Combining {a} {o} {b} gives {c}, so I have {rest} to reach {t}.",
-    "Let me compute {a} {o} {b} = {c}. Numbers left: {rest}. Goal: {t}.",
-]
-THOUGHTS_LAST = [
-    "{a} {o} {b} = {c}, and every number is used; the target is {t}.",
-    "Last move: {a} {o} {b} = {c}. The target was {t}.",
-    "Finally {a} {o} {b} = {c}; no numbers are left. Need {t}.",
-]
-SUMMARIES = [
-    "{a} {o} {b} = {c}; remaining: {rest}",
-    "Computed {a} {o} {b} = {c}, remaining: {rest}",
-    "Step done: {a} {o} {b} = {c}. remaining: {rest}",
-    "{a} {o} {b} = {c} leaves remaining: {rest}",
-]
-# reflections that look only at the state, never at the answer (forward attempts and references)
-REFLECT_OPEN = [
-    "Still need {t} from {rest}.",
-    "Next, work {rest} toward {t}.",
-    "{c} is {d} away from {t}; {k} numbers to go.",
-    "Keep going: {rest} must make {t}.",
-]
-REFLECT_DONE = ["That makes {t}.", "{t} reached, all numbers used.", "This hits the target {t}."]
-REFLECT_MISS = ["This ends at {c}, not {t}.", "{c} is not {t}; this line fails.", "I end with {c} instead of {t}."]
-# reflections written with the answer known, on the step where a line is abandoned
-REFLECT_DEAD2 = [
-    "This leaves {x} and {y}, which cannot make {t}.",
-    "{x} and {y} cannot make {t}; this line fails.",
-    "No way to get {t} from {x} and {y}; go back.",
-]
-REFLECT_DEADN = [
-    "{rest} cannot make {t}; this is a dead end.",
-    "From {rest} there is no way to {t}; go back.",
-    "This leaves {rest}, which cannot reach {t}.",
-]
-REFLECT_ON_TRACK = [
-    "Good: {rest} can still make {t}.",
-    "This keeps {t} within reach.",
-    "{rest} can still reach {t}; continue.",
-]
 
 _REMAINING_RE = re.compile(r"remaining(?:\s+numbers)?\s*[:=]\s*(\d+(?:\s*(?:,|and)\s*\d+)*)", re.I)
 _OP_RE = re.compile(r"(\d+)\s*([+\-*/×÷])\s*(\d+)\s*=\s*(\d+)")
+_CHECK_RE = re.compile(r"(\d+)\s*([+\-*/])\s*(\d+)\s*=\s*(\d+)\s*\(\s*(\d+)\s*\?\s*(yes|no)\s*\)")
 
 
-def _fmt(state: State) -> str:
-    return ", ".join(str(x) for x in state)
+def _fmt(numbers: list[int] | tuple[int, ...]) -> str:
+    return ",".join(str(x) for x in numbers)
 
 
 def step_key(step: Step) -> str | None:
@@ -80,6 +49,15 @@ def step_key(step: Step) -> str | None:
     return str(key) if key else None
 
 
+def remaining_order(step: Step) -> list[int] | None:
+    """The remaining numbers of ``step`` in the order written (the order the next moves are tried)."""
+    for text in (step.summary, step.thought):
+        found = _REMAINING_RE.findall(text or "")
+        if found:
+            return [int(x) for x in re.findall(r"\d+", found[-1])]
+    return None
+
+
 def parse_state(key: str | None) -> State | None:
     """The state tuple of a key from `step_key`."""
     if not key:
@@ -88,7 +66,7 @@ def parse_state(key: str | None) -> State | None:
 
 
 def parse_op(step: Step) -> Op | None:
-    """The move ``(a, op, b, c)`` a step made (from its summary, else thought), with ``a >= b``."""
+    """The move ``(a, op, b, c)`` a step made (from its summary, else name/thought), with ``a >= b``."""
     for text in (step.summary, step.thought):
         m = _OP_RE.search(text or "")
         if m:
@@ -97,6 +75,12 @@ def parse_op(step: Step) -> Op | None:
                 a, b = b, a
             return (a, op, b, c)
     return None
+
+
+def parse_checks(step: Step) -> list[tuple[Op, int, bool]]:
+    """The results a step compared with the target: ``[((a, op, b, c), target, said_yes), ...]``."""
+    return [((int(a), op, int(b), int(c)), int(t), v == "yes")
+            for a, op, b, c, t, v in _CHECK_RE.findall(step.thought or "")]
 
 
 def after(state: State, op: Op) -> State | None:
@@ -108,53 +92,165 @@ def after(state: State, op: Op) -> State | None:
     return state_of([*rest, c])
 
 
-def op_step(state: State, op: Op, target: int, rng: random.Random, decision: str | None = "proceed") -> Step:
-    """Write one move as a step (name, thought, summary with the state, a state-only reflection)."""
+def ordered_moves(numbers: list[int]) -> list[tuple[Op, list[int]]]:
+    """Every move from ``numbers`` in the order a search tries them, with the numbers it leaves.
+
+    Pairs in the order the numbers are written (1st+2nd, 1st+3rd, 2nd+3rd, ...), each with + - * /
+    (larger number first; - and / only when the result is a whole number >= 0); a move that leaves the
+    same numbers as an earlier one is skipped. The numbers left keep their order, the result last.
+    """
+    out: list[tuple[Op, list[int]]] = []
+    seen: set[State] = set()
+    n = len(numbers)
+    for i in range(n):
+        for j in range(i + 1, n):
+            a, b = max(numbers[i], numbers[j]), min(numbers[i], numbers[j])
+            rest = [numbers[k] for k in range(n) if k not in (i, j)]
+            for op in OPS:
+                c = apply_op(a, op, b)
+                if c is None:
+                    continue
+                left = [*rest, c]
+                if state_of(left) in seen:
+                    continue
+                seen.add(state_of(left))
+                out.append(((a, op, b, c), left))
+    return out
+
+
+def final_checks(x: int, y: int, target: int) -> list[tuple[Op, bool]]:
+    """Every result of the two numbers ``x`` and ``y`` compared with ``target``, up to the first hit."""
+    a, b = max(x, y), min(x, y)
+    out: list[tuple[Op, bool]] = []
+    for op in OPS:
+        c = apply_op(a, op, b)
+        if c is None:
+            continue
+        out.append(((a, op, b, c), c == target))
+        if c == target:
+            break
+    return out
+
+
+def _move(op: Op) -> str:
     a, o, b, c = op
-    new = after(state, op)
+    return f"{a}{o}{b}={c}"
+
+
+def op_step(state: State | list[int], op: Op, target: int, rng: Any = None, decision: str | None = "proceed",
+            *, order: list[int] | None = None) -> Step:
+    """Write one move as a compact step (see the module docstring); ``rng`` is accepted and unused.
+
+    ``order`` is the order the numbers were written in (default: sorted); the numbers left are written
+    in that order, the result last. The reflection states only what the step itself shows.
+    """
+    a, o, b, c = op
+    new = after(state_of(state), op)
     if new is None:
-        raise ValueError(f"move {a} {o} {b} = {c} is not legal from {state}")
-    v = {"a": a, "o": o, "b": b, "c": c, "t": target, "rest": _fmt(new), "d": abs(c - target), "k": len(new)}
-    if len(new) == 1:
-        reflection = rng.choice(REFLECT_DONE if c == target else REFLECT_MISS)
+        raise ValueError(f"move {a} {o} {b} = {c} is not legal from {tuple(state_of(state))}")
+    rest = remove_pair(tuple(order if order is not None else state_of(state)), a, b)
+    left = [*rest, c] if rest is not None else list(new)
+    thought = f"{_move(op)}."
+    if len(left) == 2:
+        checks = final_checks(left[0], left[1], target)
+        hi, lo = max(left), min(left)
+        items = " ".join(f"{_move(q)} ({target}? {'yes' if hit else 'no'})" for q, hit in checks)
+        thought = f"{_move(op)}. {hi},{lo}: {items}"
+        hit_op = next((q for q, hit in checks if hit), None)
+        reflection = (f"{_move(hit_op)} reaches {target}." if hit_op else f"No result is {target}.")
+        left = [hi, lo]
+    elif len(left) == 1:
+        thought = f"{_move(op)} ({target}? {'yes' if c == target else 'no'})"
+        reflection = f"{c} reaches {target}." if c == target else f"{c} is not {target}."
     else:
-        reflection = rng.choice(REFLECT_OPEN)
-    return Step(
-        name=rng.choice(NAMES).format(**v),
-        thought=rng.choice(THOUGHTS_LAST if len(new) == 1 else THOUGHTS).format(**v),
-        summary=rng.choice(SUMMARIES).format(**v),
-        reflection=reflection.format(**v),
-        decision=decision,  # type: ignore[arg-type]
-        meta={"key": state_key(new)},
-    )
+        reflection = f"{len(left)} numbers left."
+    return Step(name=f"{a}{o}{b}", thought=thought, summary=f"{_move(op)}; remaining: {_fmt(left)}",
+                reflection=reflection, decision=decision,  # type: ignore[arg-type]
+                meta={"key": state_key(new)})
 
 
-def ops_steps(numbers: list[int], ops: list[Op], target: int, rng: random.Random, *, end: bool = True,
-              start: State | None = None) -> list[Step]:
-    """Steps for a sequence of moves from ``start`` (default: the question's numbers)."""
-    state = start if start is not None else state_of(numbers)
+def step_hit(step: Step) -> Op | None:
+    """The final move a step claims reaches the target (a "yes" in its checks), else None."""
+    return next((op for op, t, yes in parse_checks(step) if yes), None)
+
+
+def step_fails(step: Step, target: int) -> bool:
+    """Whether ``step`` shows by itself that its line misses ``target``: it leaves two numbers and
+    writes out every result of them, each compared with the target and said "no", or it leaves one
+    number that is not the target. (What the step claims; `CountdownDomain.check_step` checks it.)"""
+    key = parse_state(step_key(step))
+    if key is None:
+        return False
+    checks = parse_checks(step)
+    if len(key) == 1:
+        return key[0] != target
+    if len(key) != 2 or any(yes for _, _, yes in checks) or any(t != target for _, t, _ in checks):
+        return False
+    return {op for op, _, _ in checks} >= {op for op, _ in final_checks(key[0], key[1], -1)}
+
+
+def ops_steps(numbers: list[int], ops: list[Op], target: int, rng: Any = None, *, end: bool = True,
+              start: State | list[int] | None = None) -> list[Step]:
+    """Steps for a sequence of moves from ``start`` (default: the question's numbers), one per move."""
+    order = list(start) if start is not None else list(numbers)
     steps = []
     for i, op in enumerate(ops):
         last = i == len(ops) - 1
-        steps.append(op_step(state, op, target, rng, "end" if (last and end) else "proceed"))
-        state = after(state, op)  # type: ignore[assignment]
+        step = op_step(order, op, target, decision="end" if (last and end) else "proceed", order=order)
+        steps.append(step)
+        order = remaining_order(step) or []
     return steps
 
 
-def dead_end_reflection(state: State, target: int, rng: random.Random) -> str:
-    """Why a state is a dead end, said with the answer known ("this leaves 3 and 50, which ...")."""
+def search_path(numbers: list[int], target: int) -> tuple[list[Step], str] | None:
+    """The search trace for a problem: depth-first over `ordered_moves`, every dead end explored.
+
+    A step whose checks miss backtracks to the step it came from; a move that leaves three or more
+    numbers is abandoned (its last child returns past it) only after every move after it was tried,
+    and its last child's reflection says so. Ends at the first hit. None if ``numbers`` cannot make
+    ``target``.
+    """
+    steps: list[Step] = []
+
+    def dfs(order: list[int], parent: int) -> list[Op] | None:
+        for op, left in ordered_moves(order):
+            step = op_step(order, op, target, order=order)
+            steps.append(step)
+            here = len(steps)
+            hit = step_hit(step)
+            if hit is not None or (len(left) == 1 and left[0] == target):
+                step.decision = "end"
+                return [op] + ([hit] if hit is not None else [])
+            if len(left) <= 2:
+                step.decision, step.returns_to = "backtrack", parent
+                continue
+            found = dfs(remaining_order(step) or left, here)
+            if found is not None:
+                return [op, *found]
+            last = steps[-1]
+            last.returns_to = parent
+            last.reflection += f" Every move from {_fmt(left)} is tried."
+        return None
+
+    ops = dfs(list(numbers), 0)
+    if ops is None:
+        return None
+    return steps, expression(numbers, ops) or ""
+
+
+def dead_end_reflection(state: State, target: int, rng: Any = None) -> str | None:
+    """Why a line ending in ``state`` fails, as a step that reached it shows it; None for a state of
+    three or more numbers, whose failure a single step cannot show."""
     if len(state) == 1:
-        return rng.choice(REFLECT_MISS).format(c=state[0], t=target)
+        return f"{state[0]} is not {target}."
     if len(state) == 2:
-        return rng.choice(REFLECT_DEAD2).format(x=state[0], y=state[1], t=target)
-    return rng.choice(REFLECT_DEADN).format(rest=_fmt(state), t=target)
+        return f"No result is {target}."
+    return None
 
 
-def on_track_reflection(state: State, target: int, rng: random.Random) -> str:
-    """A reflection for a state that can still make the target, said with the answer known."""
-    if len(state) == 1:
-        return rng.choice(REFLECT_DONE).format(t=target)
-    return rng.choice(REFLECT_ON_TRACK).format(rest=_fmt(state), t=target)
+def on_track_reflection(state: State, target: int, rng: Any = None) -> str:
+    """A reflection for a step whose line goes on (it says only what the step shows)."""
+    return f"{len(state)} numbers left." if len(state) > 1 else f"{state[0]} reaches {target}."
 
 
 def steps_ops(steps: list[Step]) -> list[Op] | None:
@@ -164,6 +260,11 @@ def steps_ops(steps: list[Step]) -> list[Op] | None:
 
 
 def answer_from_steps(numbers: list[int], steps: list[Step]) -> str | None:
-    """The expression the moves of ``steps`` (an active line) build from ``numbers``; None if invalid."""
+    """The expression the moves of ``steps`` (an active line) build from ``numbers``, with the final
+    move the last step's checks claim reaches the target; None if invalid."""
     ops = steps_ops(steps)
-    return None if ops is None else expression(numbers, ops)
+    if ops is None:
+        return None
+    last = parse_state(step_key(steps[-1])) if steps else None
+    hit = step_hit(steps[-1]) if last is not None and len(last) == 2 else None
+    return expression(numbers, ops + ([hit] if hit is not None else []))

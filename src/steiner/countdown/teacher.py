@@ -1,4 +1,11 @@
-"""The built-in offline teacher for Countdown: exact references, fallible forward attempts, honest reveals."""
+"""The built-in offline teacher for Countdown: search references, fallible forward attempts, honest reveals.
+
+The reference path is the search trace (`search_path`): moves tried in a fixed order, every dead end
+shown failing by its own checks, ending at the first hit. A forward attempt (answer hidden) tries
+moves the trace has not tried yet from where it stands, by a heuristic or at random; each step writes
+its checks, so whether it missed is visible in the step itself. The reveal (answer known) may choose
+where to return to, but its reflection only states what the attempt shows ("No result is 39.").
+"""
 
 from __future__ import annotations
 
@@ -6,28 +13,23 @@ import math
 import random
 
 from steiner.countdown.problems import parse_question
-from steiner.countdown.solver import (
-    Op,
-    State,
-    expression,
-    moves,
-    shortest_solution,
-    solvable,
-    solve,
-    state_of,
-)
+from steiner.countdown.solver import Op, State, expression, solvable, solve, state_of
 from steiner.countdown.steps import (
-    after,
     dead_end_reflection,
     on_track_reflection,
     op_step,
     ops_steps,
+    ordered_moves,
+    parse_op,
     parse_state,
+    remaining_order,
+    search_path,
+    step_hit,
     step_key,
     steps_ops,
 )
 from steiner.domain.teacher import Question, Revealed
-from steiner.format import Step
+from steiner.format import ReasoningPath, Step
 
 
 def problem_of(q: Question) -> tuple[list[int], int]:
@@ -40,12 +42,26 @@ def problem_of(q: Question) -> tuple[list[int], int]:
     return parsed
 
 
+def _line(numbers: list[int], steps: list[Step]) -> tuple[list[int], list[tuple[int, Step]]]:
+    """The active line of ``steps`` (abandoned branches removed) with emitted indices, and the numbers
+    left after it in written order."""
+    path = ReasoningPath(list(steps))
+    active = path.active_steps()
+    ids = {id(s) for s in active}
+    line = [(i + 1, s) for i, s in enumerate(steps) if id(s) in ids]
+    order = list(numbers)
+    if line:
+        order = remaining_order(line[-1][1]) or list(parse_state(step_key(line[-1][1])) or ())
+    return order, line
+
+
 class BuiltinCountdownTeacher:
-    """A teacher that needs no model: the solver writes references and reveals, a policy writes attempts.
+    """A teacher that needs no model: the search writes references, a policy writes attempts.
 
     ``forward_policy="heuristic"`` prefers moves that bring a number close to the target (a softmax
     over closeness, with ``error_rate`` chance of a uniformly random move), so it often succeeds and
-    sometimes walks into a dead end, as a real LLM does; ``"random"`` picks moves uniformly.
+    sometimes walks into a dead end, as a real LLM does; ``"random"`` picks moves uniformly. Either way
+    an attempt only tries moves the trace has not tried from the same numbers.
     """
 
     def __init__(self, seed: int = 0, forward_policy: str = "heuristic", error_rate: float = 0.3,
@@ -63,66 +79,94 @@ class BuiltinCountdownTeacher:
     def _rng(self, q: Question, *parts: object) -> random.Random:
         return random.Random(":".join(str(p) for p in (self.seed, q.id, *parts)))
 
-    @staticmethod
-    def _state_after(numbers: list[int], steps: list[Step]) -> State:
-        state = state_of(numbers)
-        if steps:
-            parsed = parse_state(step_key(steps[-1]))
-            if parsed is None:
-                raise ValueError(f"step {steps[-1].name!r} names no remaining numbers")
-            state = parsed
-        return state
-
     async def reference(self, q: Question) -> tuple[list[Step], str]:
         numbers, target = problem_of(q)
-        sol = shortest_solution(numbers, target)
-        if sol is None:
+        found = search_path(numbers, target)
+        if found is None:
             raise ValueError(f"question {q.id!r}: {numbers} cannot make {target}")
-        return ops_steps(numbers, sol, target, self._rng(q, "reference")), expression(numbers, sol) or ""
+        return found
 
-    def _pick(self, state: State, target: int, rng: random.Random) -> Op:
-        options = moves(state)
+    def _pick(self, options: list[tuple[Op, list[int]]], target: int, rng: random.Random) -> tuple[Op, list[int]]:
         if self.forward_policy == "random" or rng.random() < self.error_rate:
-            return rng.choice(options)[0]
+            return rng.choice(options)
         # closeness of the best number after the move, relative to the target's size
         scale = max(1.0, self.temperature * max(target, 1))
-        weights = [math.exp(-min(abs(x - target) for x in child) / scale) for _, child in options]
-        return rng.choices(options, weights=weights)[0][0]
+        weights = [math.exp(-min(abs(x - target) for x in left) / scale) for _, left in options]
+        return rng.choices(options, weights=weights)[0]
 
     async def forward(self, q: Question, prefix: list[Step], n_steps: int, seed: int) -> list[Step]:
         numbers, target = problem_of(q)
         rng = self._rng(q, "forward", len(prefix), seed)
-        state = self._state_after(numbers, prefix)
+        order, line = _line(numbers, prefix)
+        here = line[-1][0] if line else 0
+        # moves already tried from this point of the trace (steps that continued from it)
+        tried = {parse_op(s) for s in _children(prefix, here)}
         out: list[Step] = []
-        while len(out) < n_steps and len(state) > 1:
-            op = self._pick(state, target, rng)
-            new = after(state, op)
-            done = new is not None and len(new) == 1 and new[0] == target
-            out.append(op_step(state, op, target, rng, "end" if done else "proceed"))
-            state = new  # type: ignore[assignment]
+        while len(out) < n_steps and len(order) > 1:
+            options = [(op, left) for op, left in ordered_moves(order) if op not in tried]
+            if not options:
+                break
+            op, left = self._pick(options, target, rng)
+            step = op_step(order, op, target, order=order)
+            done = step_hit(step) is not None or (len(left) == 1 and left[0] == target)
+            step.decision = "end" if done else "proceed"
+            out.append(step)
+            if len(left) <= 2:
+                break  # the step wrote out every result of the last two numbers
+            order, tried = remaining_order(step) or left, set()
         return out
 
     async def reveal(self, q: Question, prefix: list[Step], attempt: list[Step], seed: int) -> Revealed:
         numbers, target = problem_of(q)
-        rng = self._rng(q, "reveal", len(prefix), seed)
-        line = prefix + attempt
-        states = [state_of(numbers)] + [self._state_after(numbers, line[: i + 1]) for i in range(len(line))]
-        # the deepest state on the line that can still make the target (states only shrink, so
-        # the solvable ones form a prefix of the line)
+        steps = list(prefix) + list(attempt)
+        _, line = _line(numbers, steps)
+        states: list[State] = [state_of(numbers)] + [parse_state(step_key(s)) or () for _, s in line]
+        last = line[-1][1]
+        if step_hit(last) is not None or (len(states[-1]) == 1 and states[-1][0] == target):
+            active_ops = steps_ops([s for _, s in line]) or []
+            hit = step_hit(last)
+            final = expression(numbers, active_ops + ([hit] if hit else [])) or q.answer
+            return Revealed(reflection=last.reflection or on_track_reflection(states[-1], target),
+                            returns_to=None, steps=[], final_answer=final)
+        # the deepest point of the line that can still make the target (the answer decides where to go
+        # back to; the reflection says only what the attempt shows)
         deepest = max(i for i, s in enumerate(states) if solvable(s, target))
-        last = states[-1]
-        if deepest == len(line):
-            returns_to = None
-            reflection = on_track_reflection(last, target, rng)
-        else:
-            returns_to = deepest
-            reflection = dead_end_reflection(last, target, rng)
-        resume = states[deepest]
-        sols = solve(resume, target)
-        cont_ops = rng.choice(sols) if sols else []
-        cont = ops_steps(numbers, cont_ops, target, rng, start=resume) if cont_ops else []
-        active_ops = steps_ops(line[:deepest])
-        if active_ops is None:
-            raise ValueError(f"question {q.id!r}: a step of the line names no move")
-        final = expression(numbers, active_ops + list(cont_ops)) or q.answer
+        if deepest == len(line) and len(states[-1]) > 2:
+            return Revealed(reflection=on_track_reflection(states[-1], target), returns_to=None,
+                            steps=await self._continue(q, steps, line, deepest), final_answer=q.answer)
+        returns_to = line[deepest - 1][0] if deepest > 0 else 0
+        reflection = dead_end_reflection(states[-1], target) or last.reflection
+        cont = await self._continue(q, steps, line, deepest)
+        active = [s for _, s in line[:deepest]] + cont
+        ops = steps_ops(active) or []
+        hit = step_hit(cont[-1]) if cont else None
+        final = expression(numbers, ops + ([hit] if hit else [])) or q.answer
         return Revealed(reflection=reflection, returns_to=returns_to, steps=cont, final_answer=final)
+
+    async def _continue(self, q: Question, steps: list[Step], line: list[tuple[int, Step]], depth: int) -> list[Step]:
+        """A solution from the line's ``depth``-th state, as compact steps ending at the hit."""
+        numbers, target = problem_of(q)
+        order = list(numbers) if depth == 0 else (remaining_order(line[depth - 1][1]) or [])
+        sols = solve(order, target)
+        if not sols:
+            return []
+        sol = self._rng(q, "reveal", len(steps)).choice(sols)
+        # a move that leaves two numbers already writes the last move in its checks
+        moves = sol[:-1] if len(sol) >= 2 else sol
+        return ops_steps(numbers, moves, target, start=order)
+
+
+def _children(steps: list[Step], here: int) -> list[Step]:
+    """Steps of ``steps`` that continued from emitted step ``here`` (0: the question)."""
+    out = []
+    parent = 0
+    stack = [0]
+    for i, s in enumerate(steps, start=1):
+        parent = stack[-1]
+        if parent == here:
+            out.append(s)
+        if s.decision == "backtrack" and s.returns_to is not None:
+            stack = [j for j in stack if j <= s.returns_to]
+        else:
+            stack.append(i)
+    return out

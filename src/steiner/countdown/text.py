@@ -1,52 +1,64 @@
-"""Plain arithmetic prose for the demo's continual pre-training mixture.
+"""Arithmetic drill text for the demo's continual pre-training mixture.
 
 CPT mixes ordinary text with reasoning paths. With no network the demo cannot fetch a corpus, so it
-writes its own: short sentences of arithmetic facts in words and digits. They teach a from-scratch
-model the operations the Countdown steps use, which a web corpus would otherwise do.
+writes its own, and makes it the text a Countdown model needs most: the domain's arithmetic facts, in
+exactly the form the steps write them (``12*7=84``), each compared with a target the way a step's
+checks are (``(39? no)``). Every fact of the domain is covered (`arithmetic_facts`), and targets are
+drawn from the whole target range, so equality with a target is learned as a skill on every value,
+not memorised per training target: a held-out target is still never the target of a training
+problem, but the model has seen what "22 = 22" looks like. (Without this, a model that computed
+10 + 12 = 22 for target 22 read past the hit: no training trace ever ended on 22.)
 """
 
 from __future__ import annotations
 
 import random
 
-_WORDS = [
-    "zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven",
-    "twelve", "thirteen", "fourteen", "fifteen", "sixteen", "seventeen", "eighteen", "nineteen", "twenty",
-]
-_OPS = {
-    "+": ("plus", "the sum of {a} and {b} is {c}"),
-    "-": ("minus", "{a} take away {b} leaves {c}"),
-    "*": ("times", "the product of {a} and {b} is {c}"),
-    "/": ("divided by", "{a} split into {b} equal parts gives {c}"),
-}
+from steiner.countdown.solver import OPS, Op, apply_op
 
 
-def _word(n: int) -> str:
-    return _WORDS[n] if 0 <= n < len(_WORDS) else str(n)
+def arithmetic_facts(number_range: tuple[int, int] | list[int] = (1, 12)) -> list[Op]:
+    """Every move a 3-number problem over ``number_range`` can write: first moves of two given
+    numbers, and every result of a first result with the third number (larger first)."""
+    lo, hi = number_range
+    facts: set[Op] = set()
+    for a in range(lo, hi + 1):
+        for b in range(lo, a + 1):
+            for op in OPS:
+                c = apply_op(a, op, b)
+                if c is not None:
+                    facts.add((a, op, b, c))
+    values = {c for *_, c in facts} | set(range(lo, hi + 1))
+    for c in values:
+        for d in range(lo, hi + 1):
+            x, y = max(c, d), min(c, d)
+            for op in OPS:
+                r = apply_op(x, op, y)
+                if r is not None:
+                    facts.add((x, op, y, r))
+    return sorted(facts)
 
 
-def _fact(rng: random.Random, max_operand: int, max_small: int) -> str:
-    # Countdown moves combine a running value (up to max_operand) with a given number (up to max_small),
-    # larger first, as the step writer prints them
-    op = rng.choice("+-*/")
-    a, b = rng.randint(1, max_operand), rng.randint(1, max_small)
-    if op in "+*" and rng.random() < 0.5:
-        a = rng.randint(1, max_small)
-    if op == "/":
-        a = b * rng.randint(1, max(1, max_operand // b))
-    a, b = max(a, b), min(a, b)
-    c = {"+": a + b, "-": a - b, "*": a * b, "/": a // b}[op]
-    word, phrase = _OPS[op]
-    form = rng.choices(range(3), weights=(8, 1, 1))[0]
-    if form == 0:
-        return f"{a} {op} {b} = {c}."
-    if form == 1:
-        return f"{_word(a).capitalize()} {word} {_word(b)} is {_word(c)}."
-    return phrase.format(a=a, b=b, c=c).capitalize() + "."
+def arithmetic_documents(n: int, seed: int = 0, *, number_range: tuple[int, int] | list[int] = (1, 12),
+                         target_range: tuple[int, int] | list[int] = (10, 50), facts_per_doc: int = 16,
+                         hit_rate: float = 0.25) -> list[str]:
+    """``n`` drill documents, deterministic for ``seed``: "make T." then facts, each compared with T.
 
-
-def arithmetic_documents(n: int, seed: int = 0, *, max_operand: int = 150, max_small: int = 12,
-                         sentences: int = 12) -> list[str]:
-    """``n`` short documents of ``sentences`` arithmetic facts each, deterministic for ``seed``."""
+    About ``hit_rate`` of the facts are drawn among those whose result is T, so "yes" is common enough
+    to learn; the rest uniformly from `arithmetic_facts`.
+    """
     rng = random.Random(seed)
-    return [" ".join(_fact(rng, max_operand, max_small) for _ in range(sentences)) for _ in range(n)]
+    facts = arithmetic_facts(number_range)
+    by_result: dict[int, list[Op]] = {}
+    for f in facts:
+        by_result.setdefault(f[3], []).append(f)
+    tlo, thi = target_range
+    docs = []
+    for _ in range(n):
+        t = rng.randint(tlo, thi)
+        items = []
+        for _ in range(facts_per_doc):
+            a, o, b, c = rng.choice(by_result[t]) if t in by_result and rng.random() < hit_rate else rng.choice(facts)
+            items.append(f"{a}{o}{b}={c} ({t}? {'yes' if c == t else 'no'})")
+        docs.append(f"make {t}. " + " ".join(items))
+    return docs

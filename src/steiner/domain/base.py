@@ -15,6 +15,8 @@ answer grader          `Domain.grade(record, answer)` -> `Grade`, reached     ev
                        through `steiner.grading.grade_record`                 synth answer checks
 answer from steps      `Domain.answer_from_steps(record, steps)`             synth sampled paths
 dead-end reflection    `Domain.dead_end_reflection(record, step, rng)`       synth sampled paths
+                       (only when the step's own text shows the failure)
+move order             `Domain.move_order(record, parent, step)`             synth sampled paths
 dead state             `Domain.dead_state(record, step)`                      synth verification
 built-in teacher       `Domain.teacher(**options)` (None: bring one)          `steiner synth`
 =====================  ====================================================  ======================
@@ -96,7 +98,14 @@ class Domain:
         return None
 
     def dead_end_reflection(self, record: dict[str, Any], step: Step, rng: random.Random) -> str | None:
-        """A reflection saying why the state ``step`` reaches cannot lead to the answer; None: no reason known."""
+        """A reflection saying why ``step``'s line fails, grounded in what the step itself shows (its
+        written-out results); None when the step's text does not show it -- then a sampled walk may
+        not abandon the step on the spot."""
+        return None
+
+    def move_order(self, record: dict[str, Any], parent: Step | None, step: Step) -> int | None:
+        """The rank of ``step`` among the moves a systematic search tries after ``parent`` (None: the
+        question); None when the domain has no order (walks then try successors in a seeded order)."""
         return None
 
     def dead_state(self, record: dict[str, Any], step: Step) -> bool | None:

@@ -359,7 +359,7 @@ def sample(cfg: SynthConfig) -> dict[str, Any]:
             dag = replay_dag(rec, by_q.get(q["id"], []), Verifier(q).correct)
             paths += sample_paths(dag, cfg.paths_per_dag, cfg.seed, explore_prob=cfg.explore_prob,
                                   max_backtracks=cfg.max_backtracks, reflect_fn=dom.reflect_fn,
-                                  answer_fn=dom.answer_fn)
+                                  answer_fn=dom.answer_fn, order_fn=dom.order_fn)
             if cfg.include_optimal:
                 opt_rec = optimal_path(dag, cfg.seed, dom.answer_fn)
                 if opt_rec is not None:

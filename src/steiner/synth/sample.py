@@ -1,15 +1,23 @@
-"""Sample linearised walks over a step DAG: explore dead ends, backtrack, end at the answer.
+"""Sample linearised walks over a step DAG: a search that explores dead ends, backtracks, ends at the answer.
 
-A walk starts at the question. At each node it usually takes a successor that can still reach the
-answer; sometimes (``explore_prob``) it enters a dead-end branch (a successor that cannot reach the
-answer) or a longer sibling, goes on for a step or two, then backtracks to the node where it branched
-off: the last step of the detour gets decision "backtrack", ``returns_to`` = the emitted index of the
-branch point (0 = the question), and a reflection saying why. Every step is one actually written after
-its parent (`StepDAG.edge_steps`), so in an exact-key domain the active steps always form a valid
-solution. Walks are seeded and deduplicated. `optimal_path` gives the shortest walk, no backtracks.
+A walk starts at the question. At each node it goes through the node's successors in the domain's move
+order (`Domain.move_order`; a seeded shuffle where the domain has none): a successor that cannot reach
+the answer (a dead end) is entered with probability ``explore_prob`` and abandoned at once -- its step
+gets decision "backtrack", ``returns_to`` = the emitted index of the node (0 = the question) -- and the
+first successor that can reach the answer is taken; the walk ends at a step that reaches the answer.
+With an order and ``explore_prob=1`` the walk is the depth-first search a solver would write.
 
-What a walk needs from the question's domain (exact step key, dead-end reflection, the answer of the
-active steps, the answer check) comes through the domain seam: `domain_hooks`.
+Every abandon is justified by the trace itself (SPEC section 2: no judgment the model could not
+check): a dead end is entered only when its step shows why it fails -- the domain's
+`Domain.dead_end_reflection` says so from the step's own text (Countdown: every result of the last
+two numbers written out and compared with the target), or, where the domain cannot tell, the teacher
+abandoned that very step in its data with a reflection of its own. A dead end nothing justifies is
+skipped, never declared. Every step is one actually written after its parent (`StepDAG.edge_steps`),
+so in an exact-key domain the active steps always form a valid solution. Walks are seeded and
+deduplicated. `optimal_path` gives the shortest walk, no backtracks.
+
+What a walk needs from the question's domain (exact step key, dead-end reflection, move order, the
+answer of the active steps, the answer check) comes through the domain seam: `domain_hooks`.
 """
 
 from __future__ import annotations
@@ -26,21 +34,12 @@ from steiner.grading import grade_record
 from steiner.synth.cluster import KeyFn
 from steiner.synth.dag import SINK, SOURCE, StepDAG
 
-DEAD_END = [
-    "This line cannot reach the answer; go back.",
-    "A dead end: nothing from here leads to the answer.",
-    "This does not work out; return to an earlier step.",
-]
-DETOUR = [
-    "This route is longer than needed; go back.",
-    "There is a more direct way; return to an earlier step.",
-    "This detour does not help; back up.",
-]
-
 # (step as written, its node, the DAG) -> a reflection saying why the line is abandoned
 ReflectFn = Callable[[Step, str, StepDAG], "str | None"]
 # (active steps, DAG) -> the final answer they reach
 AnswerFn = Callable[[list[Step], StepDAG], "str | None"]
+# (the step a node was reached by, None at the question; a step after it) -> its rank in the search order
+OrderFn = Callable[["Step | None", Step], "int | None"]
 
 
 @dataclass
@@ -53,6 +52,7 @@ class DomainHooks:
     reflect_fn: ReflectFn | None
     answer_fn: AnswerFn | None
     answer_ok: Callable[[str], bool]
+    order_fn: OrderFn | None = None
 
 
 def domain_hooks(record: dict[str, Any], seed: int = 0) -> DomainHooks:
@@ -67,6 +67,7 @@ def domain_hooks(record: dict[str, Any], seed: int = 0) -> DomainHooks:
         reflect_fn=lambda step, node, dag: dom.dead_end_reflection(record, step, rng),
         answer_fn=lambda steps, dag: dom.answer_from_steps(record, steps),
         answer_ok=lambda ans: grade_record(record, ans).correct,
+        order_fn=lambda parent, step: dom.move_order(record, parent, step),
     )
 
 
@@ -94,59 +95,77 @@ def _final_answer(dag: StepDAG, active: list[Step], answer_fn: AnswerFn | None) 
     return counts.most_common(1)[0][0] if counts else dag.answer
 
 
+def _abandon_reason(dag: StepDAG, u: str, v: str, step: Step, reflect_fn: ReflectFn | None) -> str | None:
+    """Why the walk may abandon ``step`` (edge u -> v) on the spot, as the trace shows it; None: it may not.
+
+    The domain's reason from the step's own text where the domain has one; else a reflection the
+    teacher wrote when it abandoned that very step (method one writes those from what its attempt showed).
+    """
+    if reflect_fn is not None:
+        return reflect_fn(step, v, dag)
+    said = [s.reflection for s in dag.edge_steps[(u, v)] if s.decision == "backtrack" and s.reflection]
+    return said[0] if said else None
+
+
+def _excursion(dag: StepDAG, u: str, v: str, reflect_fn: ReflectFn | None, rng: random.Random,
+               depth: int) -> list[Step] | None:
+    """Steps that enter dead end ``v`` from ``u`` and abandon it with a justified reason (the last step,
+    decision "backtrack"), or None. Where the domain cannot say why a step fails (no ``reflect_fn``),
+    the walk may follow the teacher's own dead-end attempt for up to ``depth`` more steps, to the step
+    the teacher abandoned with a reflection."""
+    step = _pick_member(dag, u, v, "backtrack", rng)
+    reason = _abandon_reason(dag, u, v, step, reflect_fn)
+    if reason is not None:
+        step.reflection = reason
+        return [step]
+    if depth <= 0:
+        return None
+    nxt = sorted(w for w in dag.graph.successors(v) if w != SINK)
+    rng.shuffle(nxt)
+    for w in nxt:
+        rest = _excursion(dag, v, w, reflect_fn, rng, depth - 1)
+        if rest is not None:
+            return [_pick_member(dag, u, v, "proceed", rng), *rest]
+    return None
+
+
 def walk(dag: StepDAG, rng: random.Random, *, explore_prob: float = 0.5, max_backtracks: int = 3,
-         dive_prob: float = 0.5, max_dive: int = 3, reflect_fn: ReflectFn | None = None) -> list[Step] | None:
+         reflect_fn: ReflectFn | None = None, order_fn: OrderFn | None = None, max_dive: int = 3) -> list[Step] | None:
     """One walk from the question to the answer (steps with decisions), or None if the DAG has no route."""
     g = dag.graph
     de = dag.d_e()
     if SOURCE not in de:
         return None
     steps: list[Step] = []
-    line: list[tuple[int, str]] = [(0, SOURCE)]  # (emitted index, node)
+    node, here, reached_by = SOURCE, 0, None  # the node, its emitted index, the step that reached it
     backtracks = 0
-    tried: dict[str, set[str]] = {}  # branch node -> detours already taken from it (never repeat one)
     while True:
-        node = line[-1][1]
-        succ = [s for s in g.successors(node) if s != SINK]
-        good = [s for s in succ if s in de]
-        done = tried.setdefault(node, set())
-        dead = [s for s in succ if s not in de and s not in done]
-        longer = [s for s in good if de[s] >= de[node] and s not in done]  # siblings off the shortest route
-        can_end = node != SOURCE and g.has_edge(node, SINK)
-        if backtracks < max_backtracks and (dead or longer) and rng.random() < explore_prob:
-            branch = line[-1]
-            u = rng.choice(dead) if dead else rng.choice(longer)
-            done.add(u)
-            detour = [(u, node)]
-            # dive deeper into a dead branch for a step or two, as a real attempt would
-            while (u not in de and len(detour) < max_dive and rng.random() < dive_prob
-                   and any(s != SINK for s in g.successors(u))):
-                nxt = rng.choice([s for s in g.successors(u) if s != SINK])
-                detour.append((nxt, u))
-                u = nxt
-            for v, parent in detour[:-1]:
-                steps.append(_pick_member(dag, parent, v, "proceed", rng))
-            v, parent = detour[-1]
-            last = _pick_member(dag, parent, v, "backtrack", rng)
-            if v in de:
-                last.reflection = rng.choice(DETOUR)
-            else:
-                said = [s.reflection for s in dag.edge_steps[(parent, v)] if s.decision == "backtrack"]
-                custom = reflect_fn(last, v, dag) if reflect_fn is not None else None
-                last.reflection = custom or (rng.choice(said) if said else rng.choice(DEAD_END))
-            last.returns_to = branch[0]
-            steps.append(last)
-            backtracks += 1
-            continue
-        if can_end and (not good or rng.random() < 0.7):
+        if node != SOURCE and g.has_edge(node, SINK):
             steps[-1].decision = "end"
             return steps
-        if not good:
+        succ = sorted(s for s in g.successors(node) if s != SINK)
+        rng.shuffle(succ)
+        if order_fn is not None:
+            ranks = {v: order_fn(reached_by, dag.edge_steps[(node, v)][0]) for v in succ}
+            succ.sort(key=lambda v: (ranks[v] is None, ranks[v] or 0))
+        nxt = None
+        for v in succ:
+            if v in de:
+                nxt = v
+                break
+            if backtracks >= max_backtracks or rng.random() >= explore_prob:
+                continue
+            detour = _excursion(dag, node, v, reflect_fn, rng, 0 if reflect_fn is not None else max_dive)
+            if detour is None:
+                continue  # nothing in the trace would show why: skip it rather than declare it dead
+            detour[-1].returns_to = here
+            steps += detour
+            backtracks += 1
+        if nxt is None:
             return None
-        best = [s for s in good if de[s] < de[node]]
-        v = rng.choice(best if best and rng.random() < 0.8 else good)
-        steps.append(_pick_member(dag, node, v, "proceed", rng))
-        line.append((len(steps), v))
+        reached_by = _pick_member(dag, node, nxt, "proceed", rng)
+        steps.append(reached_by)
+        node, here = nxt, len(steps)
 
 
 def _active(steps: list[Step]) -> list[Step]:
@@ -164,8 +183,8 @@ def path_record(dag: StepDAG, steps: list[Step], source: str, idx: int, answer_f
 
 
 def sample_paths(dag: StepDAG, k: int, seed: int = 0, *, explore_prob: float = 0.5, max_backtracks: int = 3,
-                 dive_prob: float = 0.5, max_dive: int = 3, reflect_fn: ReflectFn | None = None,
-                 answer_fn: AnswerFn | None = None, tries_per_path: int = 8) -> list[dict]:
+                 reflect_fn: ReflectFn | None = None, answer_fn: AnswerFn | None = None,
+                 order_fn: OrderFn | None = None, tries_per_path: int = 8) -> list[dict]:
     """Up to ``k`` distinct walks (``paths.jsonl`` records with ``source="dag"``), seeded."""
     rng = random.Random(f"sample:{seed}:{dag.question_id}")
     seen: set[tuple] = set()
@@ -173,8 +192,8 @@ def sample_paths(dag: StepDAG, k: int, seed: int = 0, *, explore_prob: float = 0
     for _ in range(k * tries_per_path):
         if len(out) >= k:
             break
-        steps = walk(dag, rng, explore_prob=explore_prob, max_backtracks=max_backtracks, dive_prob=dive_prob,
-                     max_dive=max_dive, reflect_fn=reflect_fn)
+        steps = walk(dag, rng, explore_prob=explore_prob, max_backtracks=max_backtracks, reflect_fn=reflect_fn,
+                     order_fn=order_fn)
         if not steps:
             continue
         sig = tuple((s.meta["node"], s.decision, s.returns_to) for s in steps)

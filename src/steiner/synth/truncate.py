@@ -35,6 +35,9 @@ class TruncationStats:
 def compose(prefix: list[Step], attempt: list[Step], revealed: Revealed, provenance: dict) -> list[Step]:
     """One record's steps: prefix, attempt (its last step judged by the reveal), continuation.
 
+    Prefix steps keep their decisions (a reference that is a search trace backtracks inside it);
+    attempt and continuation steps proceed, except as the reveal says.
+
     Every step is a copy whose ``meta`` gains ``provenance`` and ``part`` ("prefix", "attempt",
     "continuation"). Raises `FormatError` when the result is not a renderable path.
     """
@@ -46,8 +49,10 @@ def compose(prefix: list[Step], attempt: list[Step], revealed: Revealed, provena
         for s in steps:
             c = copy.copy(s)
             c.meta = {**(s.meta or {}), **provenance, "part": part}
-            c.returns_to = None
-            c.decision = "proceed"
+            if part != "prefix" or c.decision not in ("proceed", "backtrack"):
+                # the prefix keeps the reference's own backtracks (a search trace cut mid-way)
+                c.returns_to = None
+                c.decision = "proceed"
             out.append(c)
         return out
 
