@@ -1,0 +1,123 @@
+"""Issue 12: every abandon in the synthesised Countdown data is justified by what the trace shows before it.
+
+The checker below shares no code with steiner's step writer, parser of step text or solver: it reads the
+rendered fields with its own regular expressions and does its own arithmetic. A line may be abandoned
+only (a) at a step that leaves two numbers and writes out every result of them, each compared with the
+target and none equal to it, (b) at a step that leaves one number other than the target, or (c) at a step
+every legal move after which was tried (and abandoned) earlier in the same trace.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import re
+
+import pytest
+
+from steiner.synth.pipeline import SynthConfig, main
+
+
+def _ops(x: int, y: int) -> dict[str, int]:
+    a, b = max(x, y), min(x, y)
+    out = {"+": a + b, "-": a - b, "*": a * b}
+    if b and a % b == 0:
+        out["/"] = a // b
+    return out
+
+
+def _left(step: dict) -> list[int]:
+    m = re.findall(r"remaining:\s*([\d,\s]+)", step["summary"])
+    assert m, f"step {step['name']!r} names no remaining numbers"
+    return sorted(int(x) for x in re.findall(r"\d+", m[-1]))
+
+
+def _moves(numbers: list[int]) -> set[tuple[int, ...]]:
+    """Every state one legal move leaves (as sorted tuples)."""
+    out = set()
+    for i, j in itertools.combinations(range(len(numbers)), 2):
+        rest = [numbers[k] for k in range(len(numbers)) if k not in (i, j)]
+        for r in _ops(numbers[i], numbers[j]).values():
+            out.add(tuple(sorted([*rest, r])))
+    return out
+
+
+def _shows_failure(step: dict, target: int) -> bool:
+    left = _left(step)
+    if len(left) == 1:
+        return left[0] != target
+    if len(left) != 2:
+        return False
+    said = {(int(a), op, int(b)): (int(r), int(t), v)
+            for a, op, b, r, t, v in re.findall(r"(\d+)([-+*/])(\d+)=(\d+) \((\d+)\? (yes|no)\)", step["thought"])}
+    x, y = max(left), min(left)
+    for op, r in _ops(x, y).items():
+        if said.get((x, op, y)) != (r, target, "no") or r == target:
+            return False
+    return True
+
+
+def check_path(path: dict, numbers: list[int], target: int) -> list[str]:
+    """Problems of one path: each abandoned step whose failure the trace before it does not show."""
+    problems = []
+    stack: list[int] = [0]  # emitted indices of the active line (0 = the question)
+    state = {0: sorted(numbers)}
+    children: dict[int, set[tuple[int, ...]]] = {}  # step -> states of the steps tried after it
+    abandoned_ok: set[int] = set()
+    steps = path["steps"]
+    for i, step in enumerate(steps, start=1):
+        parent = stack[-1]
+        state[i] = _left(step)
+        children.setdefault(parent, set()).add(tuple(state[i]))
+        stack.append(i)
+        if step["decision"] != "backtrack":
+            continue
+        back = step["returns_to"]
+        popped = [j for j in stack if j > back]
+        stack = [j for j in stack if j <= back]
+        for j in reversed(popped):  # deepest first: a parent is justified once its children are
+            s = steps[j - 1]
+            tried_all = _moves(state[j]) <= children.get(j, set()) and len(state[j]) > 2
+            if _shows_failure(s, target) or tried_all:
+                abandoned_ok.add(j)
+            else:
+                problems.append(f"step {j} ({s['name']}) abandoned without the trace showing why")
+    return problems
+
+
+@pytest.mark.parametrize("num_numbers", [[3, 3], [4, 4]])
+def test_every_abandon_in_synthesised_paths_is_justified_by_the_trace(tmp_path, num_numbers):
+    out = tmp_path / "synth"
+    main(SynthConfig(out=str(out), problems=60, test_problems=0, num_numbers=num_numbers, number_range=[1, 12],
+                     target_range=[10, 50], cuts=2, attempts=2, paths_per_dag=3, explore_prob=1.0,
+                     max_backtracks=40, seed=3, progress=False))
+    problems = {json.loads(line)["id"]: json.loads(line) for line in (out / "problems.jsonl").read_text().splitlines()}
+    paths = [json.loads(line) for line in (out / "paths.jsonl").read_text().splitlines()]
+    bad, backtracks = [], 0
+    for p in paths:
+        q = problems[p["question_id"]]
+        bad += [f"{p['id']}: {x}" for x in check_path(p, q["numbers"], q["target"])]
+        backtracks += sum(s["decision"] == "backtrack" for s in p["steps"])
+    assert not bad, bad[:5]
+    assert backtracks > len(paths)  # the data does search: more than one backtrack per path on average
+
+
+def test_the_checker_catches_an_unjustified_abandon():
+    numbers, target = [4, 8, 7], 39
+    honest = {"steps": [
+        {"name": "8+4", "thought": "8+4=12. 12,7: 12+7=19 (39? no) 12-7=5 (39? no) 12*7=84 (39? no)",
+         "summary": "8+4=12; remaining: 12,7", "decision": "backtrack", "returns_to": 0},
+        {"name": "8*4", "thought": "8*4=32. 32,7: 32+7=39 (39? yes)", "summary": "8*4=32; remaining: 32,7",
+         "decision": "end", "returns_to": None}]}
+    assert check_path(honest, numbers, target) == []
+    # an oracle judgment: "4 and 15 cannot make 39" without writing the results out
+    oracle = json.loads(json.dumps(honest))
+    oracle["steps"][0].update(name="8+7", thought="8+7=15. This leaves 4 and 15, which cannot make 39.",
+                              summary="8+7=15; remaining: 15,4")
+    assert check_path(oracle, numbers, target) == ["step 1 (8+7) abandoned without the trace showing why"]
+    # a result left out, or one computed wrong, does not justify the abandon either
+    for thought in ("8+4=12. 12,7: 12+7=19 (39? no) 12*7=84 (39? no)",
+                    "8+4=12. 12,7: 12+7=19 (39? no) 12-7=5 (39? no) 12*7=83 (39? no)"):
+        partial = json.loads(json.dumps(honest))
+        partial["steps"][0]["thought"] = thought
+        assert len(check_path(partial, numbers, target)) == 1
