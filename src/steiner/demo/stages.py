@@ -57,7 +57,10 @@ def synth(cfg: DemoConfig, out: Path) -> SynthStage:
         synth=SynthConfig(out=str(out), problems=cfg.problems, test_problems=cfg.test_problems,
                           num_numbers=cfg.num_numbers, number_range=cfg.number_range,
                           target_range=cfg.target_range, seed=cfg.seed, cuts=cfg.cuts,
-                          paths_per_dag=cfg.paths_per_dag, tokenizer="qwen2.5"),
+                          paths_per_dag=cfg.paths_per_dag, tokenizer="qwen2.5",
+                          # walks enter every dead end in the domain's move order: the depth-first
+                          # search, which a small model can learn (a random order it cannot)
+                          explore_prob=1.0, max_backtracks=40),
         split_seed=cfg.seed)
 
 
@@ -84,8 +87,13 @@ def split_paths(data: Path, seed: int, multiturn_fraction: float = 0.15) -> None
         by_source.setdefault(rec["source"], []).append(rec)
     optimal = by_source.get("optimal", [])
     rng = random.Random(seed)
-    for name, recs in (("paths_dag.jsonl", by_source.get("dag", []) + by_source.get("reference", [])),
-                       ("paths_optimal.jsonl", optimal)):
+    searches, seen = [], set()
+    for rec in by_source.get("dag", []) + by_source.get("reference", []):
+        sig = (rec["question_id"], tuple((st["name"], st["decision"], st.get("returns_to")) for st in rec["steps"]))
+        if sig not in seen:  # a walk in move order repeats the reference search: keep one
+            seen.add(sig)
+            searches.append(rec)
+    for name, recs in (("paths_dag.jsonl", searches), ("paths_optimal.jsonl", optimal)):
         lines = []
         for rec in recs:
             if optimal and rng.random() < multiturn_fraction:
@@ -104,15 +112,19 @@ class BaseStage:
     """A BPE tokenizer trained on the corpus (plus the reasoning tokens) and a model built from a config."""
 
     corpus: list[str]  # JSONL files whose questions and rendered paths train the tokenizer
-    cpt_docs: int  # plain arithmetic documents written for CPT (they train the tokenizer too)
+    cpt_docs: int  # arithmetic drill documents written for CPT (they train the tokenizer too)
     seed: int
     vocab_size: int
+    number_range: list[int]  # the drill covers every fact of this range and every target of target_range
+    target_range: list[int]
+    number_tokens: int  # whole numbers below this are single tokens
     model: TinyModelConfig = field(default_factory=TinyModelConfig)
 
 
 def base(cfg: DemoConfig, data: Path) -> BaseStage:
     return BaseStage(corpus=[str(data / "paths.jsonl"), str(data / "problems.jsonl")], cpt_docs=cfg.cpt_docs,
-                     seed=cfg.seed, vocab_size=cfg.vocab_size,
+                     seed=cfg.seed, vocab_size=cfg.vocab_size, number_range=list(cfg.number_range),
+                     target_range=list(cfg.target_range), number_tokens=cfg.number_tokens,
                      model=TinyModelConfig(hidden_size=cfg.hidden_size, num_layers=cfg.num_layers, num_heads=4,
                                            intermediate_size=cfg.hidden_size * 4, max_position_embeddings=2048,
                                            seed=cfg.seed))
@@ -137,9 +149,11 @@ def run_base(c: BaseStage, out: Path) -> dict[str, Any]:
     from steiner.modeling import build_model
     from steiner.tokenizer import train_tokenizer
 
-    docs = arithmetic_documents(c.cpt_docs, c.seed)
+    docs = arithmetic_documents(c.cpt_docs, c.seed, number_range=c.number_range, target_range=c.target_range)
     (out / "arithmetic.txt").write_text("\n\n".join(docs) + "\n")
-    tok = train_tokenizer(_tokenizer_texts(c.corpus) + docs, vocab_size=c.vocab_size)
+    # spaced numbers: the question's numbers and target, "Back to step K" (all small)
+    tok = train_tokenizer(_tokenizer_texts(c.corpus) + docs, vocab_size=c.vocab_size,
+                          number_tokens=c.number_tokens, spaced_number_tokens=min(c.number_tokens, 100))
     model = build_model(tok, c.model)
     model.save_pretrained(out / "model")
     tok.save_pretrained(out / "model")
@@ -213,7 +227,8 @@ def sweep(cfg: DemoConfig, out: Path, *, model: Path, data: Path) -> SweepConfig
     return SweepConfig(task="countdown", data=str(data / "test_problems.jsonl"), model=str(model), n=cfg.eval_n,
                        temperature=0.7, max_new_tokens=cfg.max_new_tokens, format_strict=True, seed=cfg.seed,
                        out=str(out), batch_size=32,
-                       grid=",".join(f"0:{m}" for m in cfg.sweep_max_steps) + ",0:none")
+                       grid=",".join([f"0:{m}" for m in cfg.sweep_max_steps] + ["0:none"]
+                                     + [f"{m}:none" for m in cfg.sweep_min_steps]))
 
 
 def run_sweep(c: SweepConfig, out: Path) -> dict[str, Any]:
