@@ -43,7 +43,7 @@ class DemoConfig:
     cpt_docs: int = opt(6000, "arithmetic drill documents in the CPT mixture (every fact, compared with targets)")
     cpt_epochs: float = opt(2.0, "passes over the CPT mixture")
     sft_epochs: float = opt(4.0, "passes over the SFT paths")
-    sft_max_length: int = opt(512, "tokens per packed SFT row")
+    sft_max_length: int = opt(1024, "tokens per packed SFT row (a longer conversation is dropped: keep it above the longest search)")
     rl_steps: int = opt(40, "RL updates")
     rl_group: int = opt(8, "completions per question in RL (G)")
     rl_questions: int = opt(8, "questions per RL update")
