@@ -168,6 +168,13 @@ def test_v1_format_processor_matches_the_transformers_one(tiny_tokenizer, ids):
         assert path.ok and path.complete, [str(p) for p in path.problems]
     with pytest.raises(ValueError, match="min_steps"):
         FormatBatchProcessor.validate_params(Params({"format_strict": True, "min_steps": 3, "max_steps": 1}))
+    with pytest.raises(ValueError, match="format_strict"):
+        FormatBatchProcessor.validate_params(Params({"format_strict": "yes"}))
+    from steiner.infer.vllm_processors import params_format
+
+    # over HTTP vllm_xargs carries true as 1
+    assert params_format(Params({"format_strict": 1}, 50)) == (0, None, None, 50)
+    assert params_format(Params({"format_strict": 0})) is None
     # a request for the format is the format processor's alone: step bounds leave it untouched
     sb = StepBoundsBatchProcessor(None, torch.device("cpu"), False, tokenizer=tiny_tokenizer)
     sb.update_state(BatchUpdate(1, added=[(0, Params({"format_strict": True, "min_steps": 2}), [5], [])]))

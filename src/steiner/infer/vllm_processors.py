@@ -65,6 +65,10 @@ def params_format(sampling_params: Any) -> tuple[int, int | None, int | None, in
     processor (``format_strict`` or ``max_reasoning_tokens`` in ``extra_args``), else None."""
     extra = getattr(sampling_params, "extra_args", None) or {}
     strict, budget = extra.get("format_strict", False), extra.get("max_reasoning_tokens")
+    # over HTTP vLLM's vllm_xargs carries only str/int/float values: true arrives as 1
+    flags = {True: True, False: False, "true": True, "false": False, "1": True, "0": False}
+    if isinstance(strict, float | int | str) and not isinstance(strict, bool) and strict in flags:
+        strict = flags[strict]
     if not isinstance(strict, bool):
         raise ValueError(f"format_strict must be true or false, got {strict!r}")
     if not strict and budget is None:

@@ -329,16 +329,26 @@ def create_app(cfg: ServeConfig, model: Any = None, tokenizer: Any = None) -> Fa
         err = APIError(str(exc.detail), status=exc.status_code, code=str(exc.status_code))
         return ErrorSafeJSON(err.body(), status_code=exc.status_code)
 
-    @app.middleware("http")
-    async def auth(request: Request, call_next):
-        if cfg.api_key and request.url.path.startswith("/v1"):
-            header = request.headers.get("authorization", "")
+    async def require_key(scope: dict, receive: Any, send: Any, call: Any) -> None:
+        """Pure ASGI middleware (not BaseHTTPMiddleware, which hides client disconnects from the routes)."""
+        if scope["type"] == "http" and cfg.api_key and scope["path"].startswith("/v1"):
+            header = dict(scope["headers"]).get(b"authorization", b"").decode("latin-1")
             given = header[7:] if header.lower().startswith("bearer ") else ""
             if not secrets.compare_digest(given.encode(), cfg.api_key.encode()):
                 err = APIError("missing or wrong API key (send Authorization: Bearer KEY)", status=401,
                                code="invalid_api_key")
-                return ErrorSafeJSON(err.body(), status_code=401)
-        return await call_next(request)
+                await ErrorSafeJSON(err.body(), status_code=401)(scope, receive, send)
+                return
+        await call(scope, receive, send)
+
+    class _KeyMiddleware:
+        def __init__(self, inner: Any) -> None:
+            self.inner = inner
+
+        async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+            await require_key(scope, receive, send, self.inner)
+
+    app.add_middleware(_KeyMiddleware)
 
     @app.get("/health")
     async def health() -> dict[str, Any]:

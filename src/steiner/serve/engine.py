@@ -87,6 +87,66 @@ class EngineRequest:
     cancelled: threading.Event = field(default_factory=threading.Event)
 
 
+def _growing_layer_class() -> type:
+    """A transformers ``DynamicLayer`` that writes new keys/values into spare capacity (doubling when
+    full) instead of concatenating: a decode step costs O(new tokens), not O(cache), per layer."""
+    from transformers.cache_utils import DynamicLayer
+
+    class GrowingLayer(DynamicLayer):
+        SPARE = 64
+
+        def adopt(self, keys: Any, values: Any, spare: int | None = None) -> None:
+            """Hold ``keys``/``values`` (batch, heads, length, dim) with ``spare`` free positions after them."""
+            import torch
+
+            b, h, n, d = keys.shape
+            cap = n + (self.SPARE if spare is None else spare)
+            self._k = torch.empty((b, h, cap, d), dtype=keys.dtype, device=keys.device)
+            self._v = torch.empty((b, h, cap, values.shape[-1]), dtype=values.dtype, device=values.device)
+            self._k[:, :, :n] = keys
+            self._v[:, :, :n] = values
+            self._n = n
+            self.keys, self.values = self._k[:, :, :n], self._v[:, :, :n]
+
+        def update(self, key_states: Any, value_states: Any, *args: Any, **kwargs: Any) -> tuple[Any, Any]:
+            if not self.is_initialized:
+                self.lazy_initialization(key_states, value_states)
+                self.adopt(key_states, value_states)
+                return self.keys, self.values
+            t = key_states.shape[-2]
+            if self._n + t > self._k.shape[-2]:
+                self.adopt(self.keys, self.values, spare=max(self.SPARE, self._n))
+            self._k[:, :, self._n : self._n + t] = key_states
+            self._v[:, :, self._n : self._n + t] = value_states
+            self._n += t
+            self.keys, self.values = self._k[:, :, : self._n], self._v[:, :, : self._n]
+            return self.keys, self.values
+
+        def batch_select_indices(self, indices: Any) -> None:
+            if self.is_initialized:
+                self._k, self._v = self._k[indices], self._v[indices]
+                self.keys, self.values = self._k[:, :, : self._n], self._v[:, :, : self._n]
+
+    return GrowingLayer
+
+
+_GROWING: type | None = None
+
+
+def _new_cache(config: Any) -> Any:
+    """A ``DynamicCache`` whose layers grow in place (`_growing_layer_class`)."""
+    global _GROWING
+    from transformers import DynamicCache
+
+    if _GROWING is None:
+        _GROWING = _growing_layer_class()
+    cache = DynamicCache(config=config)
+    for layer in cache.layers:
+        if type(layer).__name__ == "DynamicLayer":  # sliding-window layers keep their own class
+            layer.__class__ = _GROWING
+    return cache
+
+
 class _Row:
     """One sample being decoded: a request's choice ``index``."""
 
@@ -241,7 +301,6 @@ class Engine:
     def _admit(self) -> None:
         """Prefill the pending requests that fit and merge them into the running batch."""
         import torch
-        from transformers import DynamicCache
 
         new: list[EngineRequest] = []
         free = self.max_batch_size - len(self._rows)
@@ -278,7 +337,7 @@ class Engine:
             ids[j, plen - r.prompt_len :] = r.buf[: r.prompt_len]
             mask[j, plen - r.prompt_len :] = 1
         pos = (mask.cumsum(-1) - 1).clamp(min=0)
-        cache = DynamicCache(config=self.model.config)
+        cache = _new_cache(self.model.config)
         out = self.model(input_ids=ids, attention_mask=mask, position_ids=pos, **{self._cache_kw: cache},
                          use_cache=True, logits_to_keep=1)
         logits = out.logits[:, -1, :].float()
@@ -306,8 +365,12 @@ class Engine:
             return torch.cat([t.new_zeros(shape), t], dim=dim)
 
         for old_layer, new_layer in zip(self._cache.layers, cache.layers, strict=True):
-            old_layer.keys = torch.cat([pad(old_layer.keys, s - s_old, -2), pad(new_layer.keys, s - s_new, -2)])
-            old_layer.values = torch.cat([pad(old_layer.values, s - s_old, -2), pad(new_layer.values, s - s_new, -2)])
+            keys = torch.cat([pad(old_layer.keys, s - s_old, -2), pad(new_layer.keys, s - s_new, -2)])
+            values = torch.cat([pad(old_layer.values, s - s_old, -2), pad(new_layer.values, s - s_new, -2)])
+            if hasattr(old_layer, "adopt"):
+                old_layer.adopt(keys, values)
+            else:
+                old_layer.keys, old_layer.values = keys, values
         self._mask = torch.cat([pad(self._mask, s - s_old, 1), pad(mask, s - s_new, 1)])
         self._next_pos = torch.cat([self._next_pos, next_pos])
         self._last = torch.cat([self._last, torch.zeros(len(rows), dtype=torch.long, device=self.device)])
@@ -489,7 +552,10 @@ class Engine:
         lead = int(self._mask.argmax(dim=1).min())  # columns that are padding for every row
         if lead > 0:
             for layer in self._cache.layers:
-                layer.keys, layer.values = layer.keys[..., lead:, :], layer.values[..., lead:, :]
+                if hasattr(layer, "adopt"):
+                    layer.adopt(layer.keys[..., lead:, :], layer.values[..., lead:, :])
+                else:
+                    layer.keys, layer.values = layer.keys[..., lead:, :], layer.values[..., lead:, :]
             self._mask = self._mask[:, lead:]
 
 
