@@ -34,12 +34,18 @@ def _peak() -> dict:
 
 
 def part_builtin(work: Path, n: int) -> dict:
-    from steiner.synth.pipeline import SynthConfig, main
+    from steiner.synth.pipeline import SynthConfig, build_dags, sample, truncate
 
+    cfg = SynthConfig(out=str(work / "builtin"), problems=n, test_problems=0, seed=0, progress=False)
+    times = {}
     t0 = time.perf_counter()
-    stats = main(SynthConfig(out=str(work / "builtin"), problems=n, test_problems=0, seed=0, progress=False))
+    for name, stage in (("truncate", truncate), ("dag", build_dags), ("sample", sample)):
+        t = time.perf_counter()
+        stats = stage(cfg)
+        times[f"{name}_s"] = round(time.perf_counter() - t, 1)
     return {"questions": stats["questions"], "steps_records": stats["steps_records"], "dags": stats["dags"],
-            "paths": stats["paths"], "wall_s": round(time.perf_counter() - t0, 1), **_peak()}
+            "paths": stats["paths"], "rejected": stats["verification"]["rejected"], **times,
+            "wall_s": round(time.perf_counter() - t0, 1), **_peak()}
 
 
 def part_embedding(work: Path, n: int) -> dict:
