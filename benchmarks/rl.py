@@ -23,11 +23,24 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 OLD_COMMIT = "0999aa8"  # the hand-written loop (src/steiner/train/rl.py before the GRPOTrainer port)
-CHILD = (
-    "import json, resource, sys; from steiner.train.rl import RLConfig, main; "
-    "main(RLConfig(**json.loads(sys.argv[1]))); r = resource.getrusage(resource.RUSAGE_SELF); "
-    "print(json.dumps({'rss_kb': r.ru_maxrss, 'cpu_s': r.ru_utime + r.ru_stime}))"
-)
+# the child marks the process CPU time whenever a metrics line appears, so CPU per RL step is measured
+# without touching either implementation (CPU time is far less sensitive to other load than wall time)
+CHILD = """
+import json, pathlib, resource, sys, threading, time
+cfg = json.loads(sys.argv[1]); path = pathlib.Path(cfg["output_dir"]) / "metrics.jsonl"; marks = []
+def poll():
+    n = 0
+    while True:
+        k = len(path.read_text().splitlines()) if path.exists() else 0
+        if k > n:
+            marks.append((k, time.process_time())); n = k
+        time.sleep(0.05)
+threading.Thread(target=poll, daemon=True).start()
+from steiner.train.rl import RLConfig, main
+main(RLConfig(**cfg)); time.sleep(0.2)
+r = resource.getrusage(resource.RUSAGE_SELF)
+print(json.dumps({"rss_kb": r.ru_maxrss, "cpu_s": r.ru_utime + r.ru_stime, "marks": marks}))
+"""
 
 
 def setup(work: Path, problems: int) -> Path:
@@ -66,6 +79,8 @@ def run(work: Path, model_dir: Path, impl: str, mode: str, args: argparse.Namesp
                per_device_batch_size=args.g * args.questions_per_step, learning_rate=1e-3, save_steps=10_000,
                use_cpu=True, resume=False)
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    if args.threads:
+        env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(args.threads)
     if src is not None:  # the old loop: its own source tree first on the path
         env["PYTHONPATH"] = os.pathsep.join([str(src), env.get("PYTHONPATH", "")])
     proc = subprocess.run([sys.executable, "-c", CHILD, json.dumps(cfg)], capture_output=True, text=True, env=env,
@@ -79,9 +94,12 @@ def run(work: Path, model_dir: Path, impl: str, mode: str, args: argparse.Namesp
     def mean(k: str) -> float:
         return sum(m.get(k, float("nan")) for m in rest) / len(rest)
 
+    marks = usage["marks"]  # (lines written, process CPU seconds)
+    steady = (marks[-1][1] - marks[0][1]) / (marks[-1][0] - marks[0][0]) if len(marks) > 1 else float("nan")
     return {"impl": impl, "mode": mode, "first_step_s": lines[0]["seconds"], "s_per_step": mean("seconds"),
             "generate_s": mean("generate_seconds"), "reward_s": mean("reward_seconds"),
-            "peak_rss_mb": usage["rss_kb"] / 1024, "cpu_s_per_step": usage["cpu_s"] / len(lines),
+            "tokens": mean("completion_tokens" if "completion_tokens" in rest[0] else "completions/mean_length"),
+            "peak_rss_mb": usage["rss_kb"] / 1024, "cpu_s_per_step": steady, "cpu_total_s": usage["cpu_s"],
             "load": os.getloadavg()[0]}
 
 
@@ -94,6 +112,7 @@ def main() -> None:
     ap.add_argument("--max-new-tokens", type=int, default=128)
     ap.add_argument("--old-commit", default=OLD_COMMIT, help="git commit whose src/ holds the old loop")
     ap.add_argument("--modes", default="step,outcome")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads per run (0: torch's default)")
     args = ap.parse_args()
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -104,18 +123,24 @@ def main() -> None:
             rows.append(run(work, model_dir, "old loop", mode, args, old))
             rows.append(run(work, model_dir, "GRPOTrainer", mode, args, None))
     print(f"RL, tiny Qwen2 (64 wide, 2 layers), G={args.g}, {args.questions_per_step} questions/step, "
-          f"<= {args.max_new_tokens} new tokens, {args.steps} steps (first one reported apart), CPU; "
-          f"old loop = {args.old_commit}")
+          f"<= {args.max_new_tokens} new tokens, {args.steps} steps (first one reported apart), CPU, "
+          f"{args.threads or 'default'} thread(s); old loop = {args.old_commit}")
     print(f"{'impl':12} {'mode':8} {'s/step':>7} {'first':>7} {'generate':>9} {'rewards':>8} {'cpu s/step':>10} "
-          f"{'peak RSS':>9} {'load':>5}")
+          f"{'cpu total':>9} {'tokens':>7} {'peak RSS':>9} {'load':>5}")
     for r in rows:
         print(f"{r['impl']:12} {r['mode']:8} {r['s_per_step']:7.2f} {r['first_step_s']:7.2f} {r['generate_s']:9.2f} "
-              f"{r['reward_s']:8.3f} {r['cpu_s_per_step']:10.2f} {r['peak_rss_mb']:7.0f}MB {r['load']:5.1f}")
-    print("cpu s/step: the run's user+sys CPU time (loading included) per step; load: 1-min load average after it")
+              f"{r['reward_s']:8.3f} {r['cpu_s_per_step']:10.2f} {r['cpu_total_s']:9.1f} {r['tokens']:7.1f} "
+              f"{r['peak_rss_mb']:7.0f}MB "
+              f"{r['load']:5.1f}")
+    print("s/step, generate, rewards: wall seconds per RL step after the first; cpu s/step: process CPU seconds per "
+          "RL step after the first (all threads); cpu total: the whole run, loading included; tokens: mean "
+          "completion length; load: 1-min load average after the run (wall times compare only at similar load)")
     for i in range(0, len(rows), 2):
         old, new = rows[i], rows[i + 1]
+        per_tok = (new["cpu_s_per_step"] / new["tokens"]) / (old["cpu_s_per_step"] / old["tokens"])
         print(f"{old['mode']}: new/old time per step {new['s_per_step'] / old['s_per_step']:.2f}, "
-              f"CPU per step {new['cpu_s_per_step'] / old['cpu_s_per_step']:.2f}, "
+              f"CPU per step {new['cpu_s_per_step'] / old['cpu_s_per_step']:.2f} (per completion token "
+              f"{per_tok:.2f}), "
               f"peak RSS {new['peak_rss_mb'] / old['peak_rss_mb']:.2f}")
 
 
