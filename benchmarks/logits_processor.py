@@ -142,7 +142,7 @@ def load_or_build(model_dir: str | None):
 
     tok = _tokenizer()
     cfg = TinyModelConfig(hidden_size=128, num_layers=4, num_heads=4, intermediate_size=512)
-    return build_model(tok, cfg).eval(), tok, "random 4x128 model (vocab %d)" % len(tok)
+    return build_model(tok, cfg).eval(), tok, f"random 4x128 model (vocab {len(tok)})"
 
 
 def _processors(kind: str, tok, max_new_tokens: int) -> list:
