@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from steiner.eval.runner import EvalConfig
 from steiner.eval.sweep import SweepConfig
+from steiner.jsonl import read_jsonl, write_jsonl
 from steiner.modeling import TinyModelConfig
 from steiner.probe import ProbeConfig
 from steiner.serve.config import ServeConfig
@@ -82,8 +83,7 @@ def split_paths(data: Path, seed: int, multiturn_fraction: float = 0.15) -> None
     import random
 
     by_source: dict[str, list[dict[str, Any]]] = {}
-    for line in (data / "paths.jsonl").read_text().splitlines():
-        rec = json.loads(line)
+    for rec in read_jsonl(data / "paths.jsonl", "paths"):
         by_source.setdefault(rec["source"], []).append(rec)
     optimal = by_source.get("optimal", [])
     rng = random.Random(seed)
@@ -100,8 +100,8 @@ def split_paths(data: Path, seed: int, multiturn_fraction: float = 0.15) -> None
                 prev = rng.choice(optimal)
                 if prev["question_id"] != rec["question_id"]:
                     rec = {**rec, "history": [{k: prev[k] for k in ("question", "steps", "final_answer")}]}
-            lines.append(json.dumps(rec))
-        (data / name).write_text("\n".join(lines) + "\n")
+            lines.append(rec)
+        write_jsonl(data / name, lines)
 
 
 # ---------------------------------------------------------------- tokenizer + base model
@@ -292,7 +292,7 @@ def run_multiturn(c: MultiturnStage, out: Path) -> dict[str, Any]:
     res["difference"] = res["follow_up"] - res["alone"]
     res["questions"] = len(items)
     res["samples"] = c.n
-    (out / "multiturn.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    write_jsonl(out / "multiturn.jsonl", rows)
     return res
 
 
