@@ -157,9 +157,11 @@ def update_stats(out: Path, section: dict[str, Any]) -> dict[str, Any]:
 def make_teacher(cfg: SynthConfig, out: Path) -> Any:
     """The teacher the config asks for; LLM teachers are imported only when chosen."""
     if cfg.teacher == "builtin":
-        from steiner.countdown.teacher import BuiltinCountdownTeacher
+        from steiner.domain import get_domain
 
-        return BuiltinCountdownTeacher(seed=cfg.seed, forward_policy=cfg.forward_policy, error_rate=cfg.error_rate)
+        # the embedded domain's own offline teacher, through the domain seam (`Domain.teacher`)
+        return get_domain("countdown").teacher(seed=cfg.seed, forward_policy=cfg.forward_policy,
+                                               error_rate=cfg.error_rate)
     cache = cfg.cache_dir or str(out / "cache")
     rejects = out / "rejects_teacher.jsonl"
     if cfg.teacher == "openai":
@@ -245,7 +247,7 @@ def build_dags(cfg: SynthConfig) -> dict[str, Any]:
 
     from steiner.format import step_from_dict
     from steiner.synth.cluster import Embedder, mark_dead_ends, step_text
-    from steiner.synth.dag import build_dag
+    from steiner.synth.dag import build_dag, write_dags
     from steiner.synth.sample import domain_hooks
     from steiner.synth.verify import Verifier
 
@@ -300,7 +302,7 @@ def build_dags(cfg: SynthConfig) -> dict[str, Any]:
             rec["record_nodes"] = dag.record_nodes
             rec["unverified_backtracks"] = unverified  # kept, though nothing could check the abandoned attempt
             dags.append(rec)
-    write_jsonl(out / "dags.jsonl", dags)
+    write_dags(out / "dags.jsonl", dags)  # the schema's one writer checks every record
     write_jsonl(out / "rejects_verify.jsonl", rejects)
     section = {"steps_records": n_records, "dags": len(dags),
                "verification": {"enabled": cfg.verify, "outcomes": dict(sorted(outcomes.items())),
