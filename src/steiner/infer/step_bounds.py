@@ -241,10 +241,11 @@ class StepBoundsLogitsProcessor(LogitsProcessor):
             self._luts[device] = lut.to(device)
         return self._luts[device]
 
-    def rules(self, input_ids: torch.Tensor) -> torch.Tensor:
-        """The rule of each row (FREE, ONLY_START, ...) as a long tensor."""
+    def rules(self, input_ids: torch.Tensor, span: tuple[torch.Tensor, int, int] | None = None) -> torch.Tensor:
+        """The rule of each row (FREE, ONLY_START, ...) as a long tensor (``span``: this call's
+        `CompletionStart.span`, when already taken)."""
         t = self.vocab.ids
-        starts, _, latest = self.start.span(input_ids)
+        starts, _, latest = span if span is not None else self.start.span(input_ids)
         length = input_ids.shape[1]
         rules = self._lut(input_ids.device)[input_ids[:, -1]]
         if self.min_steps or self.max_steps is not None:  # bounds: count the steps of rows at a step end
@@ -261,7 +262,9 @@ class StepBoundsLogitsProcessor(LogitsProcessor):
         return rules
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
-        rules = self.rules(input_ids)
-        if not bool(rules.any()):  # every row free (FREE is 0): the common case, one copy
-            return scores.clone()
-        return apply_rules(scores, rules, self.table)
+        span = self.start.span(input_ids)  # once per call: it also detects a new generation
+        if input_ids.shape[1] > span[2]:  # every completion has begun: the last tokens may leave all rows free
+            last_rule = self._lut(input_ids.device)[input_ids[:, -1]]
+            if not bool(last_rule.any()):  # FREE is 0: the common case, one lookup and one copy
+                return scores.clone()
+        return apply_rules(scores, self.rules(input_ids, span), self.table)
