@@ -22,7 +22,6 @@ worker thread and batches the requests that arrive together.
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import random
 import threading
@@ -34,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from steiner.format import Step
+from steiner.jsonl import dump_line
 from steiner.synth.cache import DiskCache, request_key
 from steiner.synth.prompts import (
     TeacherError,
@@ -148,7 +148,7 @@ class _ChatTeacher:
         rec = {"question_id": qid, "call": kind, "teacher": self.name, "reason": code, "message": message,
                "finish_reason": finish, "reply": text}
         with self.rejects_path.open("a", encoding="utf-8") as fh:
-            fh.write(json.dumps(rec, ensure_ascii=False) + "\n")
+            fh.write(dump_line(rec))
 
     async def _ask(self, kind: str, messages: list[dict[str, str]], seed: int, parse: Parse, qid: str = "") -> Any:
         self.stats.calls += 1
