@@ -216,3 +216,17 @@ def test_train_tokenizer_number_tokens_are_whole():
     ids = tok("make 2345 and 77", add_special_tokens=False)["input_ids"]
     assert tok.decode(ids) == "make 2345 and 77"
     assert "\u01202345" not in tok.convert_ids_to_tokens(ids)
+
+
+def test_a_trained_tokenizer_reloads_exactly_as_saved(tmp_path):
+    """transformers 5 rebuilds a saved tokenizer from the model family's class (qwen2: digits split one by
+    one); load_tokenizer must give back the tokenizer that was trained, whole-number tokens included."""
+    from steiner.modeling import TinyModelConfig, build_model
+
+    tok = train_tokenizer(CORPUS, vocab_size=300, number_tokens=200, spaced_number_tokens=60)
+    build_model(tok, TinyModelConfig()).save_pretrained(tmp_path)  # a qwen2 config.json beside it
+    tok.save_pretrained(tmp_path)
+    text = "make 36. 12*8=96 (36? no)"
+    pieces = load_tokenizer(tmp_path).tokenize(text)
+    assert pieces == tok.tokenize(text)
+    assert {"\u012036", "\u012012", "96", "36"} <= set(pieces)

@@ -177,11 +177,29 @@ def load_tokenizer(path: str | Path) -> PreTrainedTokenizerBase:
         raise FileNotFoundError(f"tokenizer path {str(p)!r} holds no tokenizer.json or tokenizer_config.json")
     try:
         tok = AutoTokenizer.from_pretrained(str(p))
+        if not _matches_file(tok, p / "tokenizer.json"):
+            # transformers 5 rebuilds a tokenizer from the model family's class (a qwen2 config gets
+            # Qwen2Tokenizer, which splits digits and drops BPE options): a tokenizer trained here
+            # (e.g. the demo's, with whole numbers as tokens) must be read exactly as it was saved
+            from transformers import PreTrainedTokenizerFast
+
+            tok = PreTrainedTokenizerFast.from_pretrained(str(p))
     except Exception as e:  # noqa: BLE001 - re-raised with the path named
         raise ValueError(f"tokenizer at {str(p)!r} could not be loaded: {e}") from e
     if not getattr(tok, "is_fast", False):
         raise ValueError(f"tokenizer at {str(p)!r} is not a fast tokenizer ({type(tok).__name__})")
     return tok
+
+
+def _matches_file(tok: PreTrainedTokenizerBase, file: Path) -> bool:
+    """Whether a loaded fast tokenizer has the model and pre-tokenizer of its saved ``tokenizer.json``."""
+    if not file.is_file() or not getattr(tok, "is_fast", False):
+        return True
+    saved = json.loads(file.read_text())
+    loaded = json.loads(tok.backend_tokenizer.to_str())
+    keys = ("type", "ignore_merges", "byte_fallback")
+    same_model = all(saved["model"].get(k) == loaded["model"].get(k) for k in keys)
+    return same_model and saved.get("pre_tokenizer") == loaded.get("pre_tokenizer")
 
 
 def load_model(path: str | Path, **kwargs: Any) -> PreTrainedModel:
