@@ -15,5 +15,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Serve a save_pretrained folder at /v1/chat/completions (streaming or not), /v1/models and "
         "/health. Reasoning comes back in reasoning_content, the answer in content, reasoning token counts in "
         "usage.completion_tokens_details; min_steps, max_steps, max_reasoning_tokens, format_strict and "
-        "ignore_eos are accepted as extra body fields. Concurrent requests share batched forward passes.",
+        "ignore_eos are accepted as extra body fields; logprobs/top_logprobs are returned. Concurrent requests share "
+        "batched forward passes. --engine vllm starts vLLM's OpenAI server with steiner's reasoning parser and "
+        "logits processors instead (docs/vllm.md).",
     )
