@@ -29,7 +29,7 @@ class DemoConfig:
     out: str = opt("steiner-demo", "output folder (a rerun resumes finished stages)")
     quick: bool = opt(False, "the 10-minute version: fewer problems, shorter training, no study")
     seed: int = opt(0, "seed of every stage")
-    problems: int = opt(1500, "training problems to synthesise")
+    problems: int = opt(2000, "training problems to synthesise (the domain has about 2,100 with training targets)")
     test_problems: int = opt(200, "held-out problems (targets never seen in training; the domain has 250)")
     num_numbers: list[int] = opt([3, 3], "numbers per problem: min,max")
     target_range: list[int] = opt([10, 50], "range of targets: lo,hi")
@@ -40,17 +40,17 @@ class DemoConfig:
     number_tokens: int = opt(2000, "whole numbers below this are single tokens (arithmetic as facts, not digits)")
     hidden_size: int = opt(128, "model width")
     num_layers: int = opt(4, "model depth")
-    cpt_docs: int = opt(6000, "arithmetic drill documents in the CPT mixture (every fact, compared with targets)")
-    cpt_epochs: float = opt(2.0, "passes over the CPT mixture")
-    sft_epochs: float = opt(4.0, "passes over the SFT paths")
+    cpt_docs: int = opt(10000, "arithmetic drill documents in the CPT mixture (every fact, compared with targets)")
+    cpt_epochs: float = opt(4.0, "passes over the CPT mixture")
+    sft_epochs: float = opt(2.0, "passes over the SFT paths")
     sft_max_length: int = opt(1024, "tokens per packed SFT row (a longer conversation is dropped: keep it above the longest search)")
-    rl_steps: int = opt(40, "RL updates")
+    rl_steps: int = opt(10, "RL steps (each samples rl_questions x rl_group completions)")
     rl_group: int = opt(8, "completions per question in RL (G)")
     rl_questions: int = opt(8, "questions per RL update")
     rl_learning_rate: float = opt(2e-5, "RL learning rate")
-    rl_max_steps: int = opt(8, "most reasoning steps a completion may take during RL")
+    rl_max_steps: int = opt(12, "most reasoning steps a completion may take during RL (a search takes up to 11)")
     bounded_max_steps: int = opt(6, "max_steps of the step-bounds processor in the study's bounded runs")
-    eval_n: int = opt(8, "samples per held-out question (pass@1 is their mean, maj@n votes)")
+    eval_n: int = opt(2, "samples per held-out question (pass@1 is their mean, maj@n votes); 8 for the full study")
     max_new_tokens: int = opt(800, "most tokens per completion at evaluation (a full search is up to ~900)")
     sweep_max_steps: list[int] = opt([1, 2, 3, 4, 6, 8], "max_steps values of the step sweep")
     sweep_min_steps: list[int] = opt([2, 4], "min_steps values of the step sweep (forcing more steps)")
@@ -65,8 +65,8 @@ class DemoConfig:
 
 
 QUICK = {
-    "problems": 600, "test_problems": 40, "cpt_docs": 3000, "cpt_epochs": 1.0, "sft_epochs": 3.0,
-    "rl_steps": 6, "rl_group": 4, "rl_questions": 4, "sweep_max_steps": [1, 2, 4], "probe_requests": 8, "study": False,
+    "test_problems": 50, "cpt_docs": 4000, "cpt_epochs": 1.5, "sft_epochs": 1.0, "rl_steps": 3, "rl_group": 4,
+    "rl_questions": 4, "sweep_max_steps": [1, 2, 4], "sweep_min_steps": [2], "probe_requests": 8, "study": False,
 }
 
 

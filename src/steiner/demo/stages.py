@@ -166,7 +166,7 @@ def run_base(c: BaseStage, out: Path) -> dict[str, Any]:
 def cpt(cfg: DemoConfig, out: Path, *, model: Path, paths: Path, text: Path) -> CPTConfig:
     return CPTConfig(model=str(model), output_dir=str(out), seed=cfg.seed, paths_files=[str(paths)],
                      text_files=[str(text)], reasoning_ratio=0.5, num_epochs=cfg.cpt_epochs, max_length=1024,
-                     per_device_batch_size=8, learning_rate=1e-3, warmup_ratio=0.05, save_steps=10_000,
+                     per_device_batch_size=4, learning_rate=2e-3, warmup_ratio=0.05, save_steps=10_000,
                      logging_steps=20)
 
 
@@ -197,7 +197,9 @@ def rl(cfg: DemoConfig, out: Path, *, mode: str, model: Path, data: Path) -> RLC
                     num_generations=cfg.rl_group, questions_per_step=cfg.rl_questions, max_steps=cfg.rl_steps,
                     max_new_tokens=cfg.max_new_tokens, temperature=1.0, learning_rate=cfg.rl_learning_rate,
                     per_device_batch_size=batch, save_steps=10_000, logging_steps=1, kl_coef=0.02,
-                    max_reasoning_steps=cfg.rl_max_steps)
+                    max_reasoning_steps=cfg.rl_max_steps,
+                    # a search is many steps longer than the DAG's shortest path by design: no length penalty
+                    length_penalty=0.0)
 
 
 def run_rl(c: RLConfig, out: Path) -> dict[str, Any]:
