@@ -10,7 +10,7 @@
    request after ``--latency`` seconds (a model's generation time), at concurrency 1 and 32 (target >= 10x).
 
     nice -n 10 .venv/bin/python benchmarks/synth.py [--questions 10000] [--text-questions 10000]
-        [--requests 256] [--latency 0.05] [--parts builtin,embedding,teacher]
+        [--paths-per-dag 4] [--requests 256] [--latency 0.05] [--parts builtin,embedding,teacher]
 """
 
 from __future__ import annotations
@@ -33,10 +33,11 @@ def _peak() -> dict:
     return {"peak_rss_mib": round(r.ru_maxrss / 1024, 1), "cpu_s": round(r.ru_utime + r.ru_stime, 1)}
 
 
-def part_builtin(work: Path, n: int) -> dict:
+def part_builtin(work: Path, n: int, paths_per_dag: int = 4) -> dict:
     from steiner.synth.pipeline import SynthConfig, build_dags, sample, truncate
 
-    cfg = SynthConfig(out=str(work / "builtin"), problems=n, test_problems=0, seed=0, progress=False)
+    cfg = SynthConfig(out=str(work / "builtin"), problems=n, test_problems=0, seed=0, progress=False,
+                      paths_per_dag=paths_per_dag)
     times = {}
     t0 = time.perf_counter()
     for name, stage in (("truncate", truncate), ("dag", build_dags), ("sample", sample)):
@@ -136,7 +137,7 @@ def part_teacher(requests: int, latency: float) -> dict:
 def child(args: argparse.Namespace) -> None:
     work = Path(args.work)
     if args.child == "builtin":
-        res = part_builtin(work, args.questions)
+        res = part_builtin(work, args.questions, args.paths_per_dag)
     elif args.child == "embedding":
         res = part_embedding(work, args.text_questions)
     else:
@@ -147,6 +148,7 @@ def child(args: argparse.Namespace) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--questions", type=int, default=10_000, help="questions of the builtin part")
+    ap.add_argument("--paths-per-dag", type=int, default=4, help="walks sampled per DAG in the builtin part")
     ap.add_argument("--text-questions", type=int, default=10_000, help="questions of the embedding part")
     ap.add_argument("--requests", type=int, default=256, help="requests at concurrency 32 (1/8 of them at 1)")
     ap.add_argument("--latency", type=float, default=0.05, help="seconds the loopback server takes per reply")
@@ -162,6 +164,7 @@ def main() -> None:
         for part in args.parts.split(","):
             cmd = [sys.executable, __file__, "--child", part, "--work", work, "--questions", str(args.questions),
                    "--text-questions", str(args.text_questions), "--requests", str(args.requests),
+                   "--paths-per-dag", str(args.paths_per_dag),
                    "--latency", str(args.latency)]
             t0 = time.perf_counter()
             proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
