@@ -197,7 +197,7 @@ def test_the_sft_key_is_the_full_sft_config(tmp_path, fake_stages):
     sft = pipe.record("sft").config
     assert sft["max_length"] == 333 and sft["model"] == "<out>/cpt" and sft["paths_files"] == [
         "<out>/synth/paths_dag.jsonl"]
-    assert sft["num_epochs"] == 4.0 and "learning_rate" in sft and "lora" in sft  # library fields too
+    assert sft["num_epochs"] == DemoConfig().sft_epochs and "learning_rate" in sft and "lora" in sft  # library fields too
     # (a) is trained for as many steps as (b) took
     assert pipe.record("sft_optimal").config["max_steps"] == 7
 
