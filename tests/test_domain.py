@@ -4,6 +4,7 @@ the free-text default, and the one question reader."""
 from __future__ import annotations
 
 import json
+import copy
 import random
 
 import pytest
@@ -109,3 +110,17 @@ def test_read_questions_errors_name_file_line_field(tmp_path):
     p.write_text("\n")
     with pytest.raises(ValueError, match="no question records"):
         read_questions(p)
+
+
+def test_verify_steps_checks_each_step_from_the_state_it_continues():
+    from steiner.countdown.steps import search_path
+    from steiner.domain import verify_steps
+
+    steps, _ = search_path([4, 8, 7], 39)  # 8+4 (back to 0), 8-4 (back to 0), 8*4 hits
+    assert [c.ok for c in verify_steps(CD, steps)] == [True, True, True]
+    # each step after a backtrack is checked from the question's numbers again, not from 12,7
+    wrong = copy.deepcopy(steps)
+    wrong[1].thought = wrong[1].thought.replace("7*4=28", "7*4=29")
+    checks = verify_steps(CD, wrong)
+    assert [c.ok for c in checks] == [True, False, True] and checks[1].reason == "7 * 4 is 28, not 29"
+    assert verify_steps({"id": "t", "question": "Capital of France?", "answer": "Paris"}, steps) is None

@@ -13,10 +13,11 @@ from steiner.domain.base import (
     get_domain,
     read_questions,
     register,
+    verify_steps,
 )
 from steiner.domain.teacher import Question, Revealed, Teacher
 
 __all__ = [
     "BUILTIN_DOMAINS", "TEXT", "Domain", "Grade", "Question", "Revealed", "StepCheck", "Teacher",
-    "domain_for", "domain_names", "get_domain", "read_questions", "register",
+    "domain_for", "domain_names", "get_domain", "read_questions", "register", "verify_steps",
 ]

@@ -189,3 +189,24 @@ def read_questions(path: str | Path, what: str = "questions") -> list[dict[str, 
     if not out:
         raise ValueError(f"{p}: no question records")
     return out
+
+
+def verify_steps(record: dict[str, Any], steps: list[Step]) -> list[StepCheck] | None:
+    """The domain's checker on every step, each from the state of the step it continues (after a
+    backtrack: the step it returned to; the question's state at the start). None when the question's
+    domain does not check steps. The eval reports the share of verified steps: for Countdown, how
+    often the model's arithmetic, its copy of the numbers left and its written-out results are right."""
+    dom = domain_for(record)
+    if not dom.checks_steps:
+        return None
+    states: list[str | None] = [None]  # the state after each step on the current line
+    out = []
+    for step in steps:
+        check = dom.check_step(record, states[-1], step)
+        out.append(check)
+        states.append(check.state or states[-1])
+        if step.decision == "backtrack":
+            keep = step.returns_to if isinstance(step.returns_to, int) else len(states) - 2
+            states = states[: keep + 1]
+    return out
+

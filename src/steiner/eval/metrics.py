@@ -104,6 +104,9 @@ def summarize(samples: list[dict[str, Any]], ks: list[int] | None = None) -> dic
     out["mean_completion_tokens"] = _mean(s.get("completion_tokens") for s in ok)
     out["mean_steps"] = _mean(s.get("num_steps") for s in ok)
     out["mean_backtracks"] = _mean(s.get("num_backtracks") for s in ok)
+    verified = _mean(s.get("steps_verified") for s in ok)
+    if verified is not None:  # share of steps the domain's checker accepts (Countdown: arithmetic and state)
+        out["steps_verified"] = verified
     return out
 
 

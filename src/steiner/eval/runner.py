@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from steiner.config import ConfigError, check_range, opt, to_dict
+from steiner.domain import verify_steps
 from steiner.eval.backends import EndpointBackend, GenSettings, LocalBackend, Output, Request
 from steiner.eval.metrics import per_question, summarize
 from steiner.eval.tasks import EvalItem, TaskSpec, load_items, resolve_task
@@ -128,6 +129,9 @@ def make_record(spec: TaskSpec, item: EvalItem, req: Request, out: Output, setti
     path = parse(out.text)
     rec.update(correct=g.correct, extracted=g.extracted, reason=g.reason, format_ok=path.ok,
                num_steps=len(path.steps), num_backtracks=path.num_backtracks)
+    checks = verify_steps(item.record, path.steps) if item.record and path.steps else None
+    if checks is not None:
+        rec["steps_verified"] = sum(c.ok for c in checks) / len(checks)
     return rec
 
 
