@@ -25,22 +25,40 @@ def main() -> None:
     cfg = resolve(DemoConfig(out=args.out, quick=args.quick), explicit={"study"} if args.quick else set())
     summary = run(cfg)
 
-    rows = {r["condition"][:3]: r for r in study_rows(summary)}
     print("\ncondition                                   pass@1  bounded  maj    maj bounded")
     for r in study_rows(summary):
         mk = next(k for k in r if k.startswith("maj@") and "bounded" not in k)
         print(f"{r['condition']:<43} {r['pass@1']:.3f}   {r['pass@1 bounded']:.3f}    {r[mk]:.3f}  {r[mk + ' bounded']:.3f}")
 
+    from pathlib import Path
+
+    from steiner.eval.metrics import paired_bootstrap, per_question_accuracy
+    from steiner.jsonl import read_jsonl
+
+    stage = {"(a)": "a_sft_optimal", "(b)": "b_sft_dag", "(c)": "c_rl_step", "(d)": "d_rl_outcome"}
+
+    def acc(label: str) -> dict[str, float]:
+        f = Path(args.out) / f"study_{stage[label]}_free" / "samples.jsonl"
+        return per_question_accuracy(read_jsonl(f)) if f.is_file() else {}
+
     def diff(x: str, y: str) -> str:
-        if x in rows and y in rows:
-            return f"{100 * (rows[x]['pass@1'] - rows[y]['pass@1']):+.1f} points"
-        return "n/a"
+        a, b = acc(x), acc(y)
+        if not a or not b:
+            return "n/a"
+        mean, lo, hi = paired_bootstrap(a, b)
+        return f"{100 * mean:+.1f} points (95% CI {100 * lo:+.1f} to {100 * hi:+.1f}, {len(a)} questions)"
 
     print(f"\n(b) - (a): {diff('(b)', '(a)')}  (target: >= +15)")
     print(f"(c) - (b): {diff('(c)', '(b)')}  (target: > 0)")
     print(f"(c) - (d): {diff('(c)', '(d)')}  (target: > 0)")
-    curve = [(r["max_steps"], r["pass@1"]) for r in sweep_rows(summary)]
-    print("scaling (max_steps -> pass@1):", ", ".join(f"{m}: {p:.3f}" for m, p in curve))
+    print("steps verified (arithmetic and state right):",
+          ", ".join(f"{r['condition'][:3]} {r['steps verified']:.3f}" for r in study_rows(summary)
+                    if r.get("steps verified") is not None))
+    cells = sweep_rows(summary)
+    print("scaling (max_steps -> pass@1):",
+          ", ".join(f"{r['max_steps']}: {r['pass@1']:.3f}" for r in cells if not r["min_steps"]))
+    print("forcing steps (min_steps -> pass@1):",
+          ", ".join(f"{r['min_steps']}: {r['pass@1']:.3f}" for r in cells if r["min_steps"]))
     mt = next((s["result"] for s in summary["stages"] if s["name"] == "multiturn"), None)
     if mt:
         print(f"multi-turn: alone {mt['alone']:.3f}, follow-up {mt['follow_up']:.3f}, "

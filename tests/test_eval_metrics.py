@@ -77,3 +77,22 @@ def test_default_ks() -> None:
     assert default_ks(1) == [1]
     assert default_ks(8) == [1, 2, 4, 8]
     assert default_ks(6) == [1, 2, 4, 6]
+
+
+def test_paired_bootstrap_interval():
+    from steiner.eval.metrics import paired_bootstrap, per_question_accuracy
+
+    acc = per_question_accuracy([{"question_id": "q1", "correct": True}, {"question_id": "q1", "correct": False},
+                                 {"question_id": "q2", "correct": True}])
+    assert acc == {"q1": 0.5, "q2": 1.0}
+    # b is a plus 0.1 on every question: the difference is exactly -0.1 and every resample agrees
+    a = {f"q{i}": (i % 3) / 3 for i in range(50)}
+    b = {q: v + 0.1 for q, v in a.items()}
+    mean, lo, hi = paired_bootstrap(a, b)
+    assert mean == pytest.approx(-0.1) and lo == pytest.approx(-0.1) and hi == pytest.approx(-0.1)
+    # a noisy difference centred on 0 has an interval that contains 0; one of +0.5 everywhere does not
+    c = {q: (1.0 if i % 2 else 0.0) for i, q in enumerate(a)}
+    mean, lo, hi = paired_bootstrap(c, {q: 0.5 for q in c})
+    assert lo < 0 < hi and mean == pytest.approx(0.0)
+    with pytest.raises(ValueError, match="share no question"):
+        paired_bootstrap({"x": 1.0}, {"y": 1.0})

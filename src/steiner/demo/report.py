@@ -55,14 +55,15 @@ def study_rows(summary: dict[str, Any]) -> list[dict[str, Any]]:
         mk = _maj_key(free)
         rows.append({"condition": label, "pass@1": free.get("pass@1"), mk: free.get(mk),
                      "pass@1 bounded": bounded.get("pass@1"), f"{mk} bounded": bounded.get(mk),
-                     "format valid": free.get("format_valid"), "steps": free.get("mean_steps"),
-                     "backtracks": free.get("mean_backtracks")})
+                     "format valid": free.get("format_valid"), "steps verified": free.get("steps_verified"),
+                     "steps": free.get("mean_steps"), "backtracks": free.get("mean_backtracks")})
     return rows
 
 
 def sweep_rows(summary: dict[str, Any]) -> list[dict[str, Any]]:
     cells = _result(summary, "sweep").get("cells", [])
-    return [{"max_steps": c.get("max_steps") if c.get("max_steps") is not None else "none",
+    return [{"min_steps": c.get("min_steps", 0),
+             "max_steps": c.get("max_steps") if c.get("max_steps") is not None else "none",
              "pass@1": c.get("pass@1"), _maj_key(c): c.get(_maj_key(c)),
              "reasoning tokens": c.get("mean_reasoning_tokens"), "steps": c.get("mean_steps"),
              "backtracks": c.get("mean_backtracks")} for c in cells]

@@ -119,3 +119,28 @@ def per_question(samples: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for qid, ss in by_q.items():
         rows.append({"id": qid, "gold": ss[0].get("gold"), **question_stats(ss)})
     return rows
+
+
+def per_question_accuracy(samples: list[dict[str, Any]]) -> dict[str, float]:
+    """Each question's share of correct samples."""
+    by_q: dict[str, list[bool]] = defaultdict(list)
+    for s in samples:
+        by_q[str(s["question_id"])].append(bool(s.get("correct")))
+    return {q: sum(v) / len(v) for q, v in by_q.items()}
+
+
+def paired_bootstrap(a: dict[str, float], b: dict[str, float], reps: int = 2000,
+                     seed: int = 0) -> tuple[float, float, float]:
+    """Mean of ``a - b`` over the questions both have, with a 95% bootstrap interval (questions resampled).
+
+    Pairing by question removes the spread between easy and hard questions from the interval, so a
+    difference between two models on the same held-out set is judged on what differs."""
+    import random
+
+    qs = sorted(set(a) & set(b))
+    if not qs:
+        raise ValueError("paired_bootstrap: the two runs share no question")
+    d = [a[q] - b[q] for q in qs]
+    rng = random.Random(seed)
+    means = sorted(fmean(rng.choices(d, k=len(d))) for _ in range(reps))
+    return fmean(d), means[int(0.025 * reps)], means[min(reps - 1, int(0.975 * reps))]
