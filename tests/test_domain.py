@@ -3,8 +3,8 @@ the free-text default, and the one question reader."""
 
 from __future__ import annotations
 
-import json
 import copy
+import json
 import random
 
 import pytest
