@@ -185,7 +185,7 @@ def run(coro):
 
 def test_three_calls_parse_into_steps(servers):
     srv = servers()
-    t = fast_teacher([srv.url])
+    t = fast_teacher([srv.url], timeout=10)  # no timeout wanted here, even on a loaded machine
     assert isinstance(t, Teacher)
 
     async def go():
