@@ -95,11 +95,13 @@ def main() -> None:
     args = ap.parse_args()
 
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
 
     from steiner.countdown.problems import held_out_targets  # the split only, not the grader
 
-    tok = AutoTokenizer.from_pretrained(args.model)
+    # the tokenizer.json exactly as saved (AutoTokenizer would rebuild a qwen2 model's tokenizer as
+    # Qwen2Tokenizer, splitting the demo's whole-number tokens into digits)
+    tok = PreTrainedTokenizerFast.from_pretrained(args.model)
     tok.padding_side = "left"
     model = AutoModelForCausalLM.from_pretrained(args.model).eval()
     problems = draw(args.problems, args.seed, held_out_targets((10, 50)))
