@@ -130,8 +130,12 @@ def _excursion(dag: StepDAG, u: str, v: str, reflect_fn: ReflectFn | None, rng: 
 
 
 def walk(dag: StepDAG, rng: random.Random, *, explore_prob: float = 0.5, max_backtracks: int = 3,
-         reflect_fn: ReflectFn | None = None, order_fn: OrderFn | None = None, max_dive: int = 3) -> list[Step] | None:
-    """One walk from the question to the answer (steps with decisions), or None if the DAG has no route."""
+         reflect_fn: ReflectFn | None = None, order_fn: OrderFn | None = None, max_dive: int = 3,
+         rank_cache: dict | None = None) -> list[Step] | None:
+    """One walk from the question to the answer (steps with decisions), or None if the DAG has no route.
+
+    ``rank_cache`` keeps ``order_fn``'s ranks across the walks of one DAG (`sample_paths` passes one)."""
+    rank_cache = {} if rank_cache is None else rank_cache
     g = dag.graph
     de = dag.d_e()
     if SOURCE not in de:
@@ -146,7 +150,13 @@ def walk(dag: StepDAG, rng: random.Random, *, explore_prob: float = 0.5, max_bac
         succ = sorted(s for s in g.successors(node) if s != SINK)
         rng.shuffle(succ)
         if order_fn is not None:
-            ranks = {v: order_fn(reached_by, dag.edge_steps[(node, v)][0]) for v in succ}
+            # a rank depends on the node, the successor and how the step that reached the node was written
+            ctx = (node, reached_by.summary if reached_by is not None else None)
+            ranks = {}
+            for v in succ:
+                if (ctx, v) not in rank_cache:
+                    rank_cache[(ctx, v)] = order_fn(reached_by, dag.edge_steps[(node, v)][0])
+                ranks[v] = rank_cache[(ctx, v)]
             succ.sort(key=lambda v: (ranks[v] is None, ranks[v] or 0))
         nxt = None
         for v in succ:
@@ -189,11 +199,12 @@ def sample_paths(dag: StepDAG, k: int, seed: int = 0, *, explore_prob: float = 0
     rng = random.Random(f"sample:{seed}:{dag.question_id}")
     seen: set[tuple] = set()
     out: list[dict] = []
+    ranks: dict = {}
     for _ in range(k * tries_per_path):
         if len(out) >= k:
             break
         steps = walk(dag, rng, explore_prob=explore_prob, max_backtracks=max_backtracks, reflect_fn=reflect_fn,
-                     order_fn=order_fn)
+                     order_fn=order_fn, rank_cache=ranks)
         if not steps:
             continue
         sig = tuple((s.meta["node"], s.decision, s.returns_to) for s in steps)
