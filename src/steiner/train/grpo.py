@@ -177,13 +177,22 @@ class SteinerGRPOTrainer(GRPOTrainer):
         return {"format_strict": True, "min_steps": c.min_reasoning_steps, "max_steps": c.max_reasoning_steps,
                 "max_reasoning_tokens": c.max_reasoning_tokens}
 
-    def processors(self, prompt_width: int) -> list:
-        """Fresh logits processors for completions that start at column ``prompt_width``."""
-        from steiner.infer.format_processor import FormatLogitsProcessor
+    def decode_options(self) -> Any:
+        """RL's sampling as the one `steiner.infer.DecodeOptions` that generate, eval and serve use too."""
+        from steiner.infer.options import DecodeOptions
 
-        o = self.processor_options()
-        return [FormatLogitsProcessor(self._tokenizer, o["min_steps"], o["max_steps"], o["max_reasoning_tokens"],
-                                      prompt_lengths=prompt_width)]
+        c, o = self.steiner, self.processor_options()
+        return DecodeOptions(temperature=c.temperature, top_p=c.top_p, max_new_tokens=c.max_new_tokens,
+                             min_steps=o["min_steps"], max_steps=o["max_steps"], format_strict=True,
+                             max_reasoning_tokens=o["max_reasoning_tokens"])
+
+    def processors(self, prompt_width: int) -> list:
+        """Fresh logits processors for completions that start at column ``prompt_width`` (the one
+        processor factory, `steiner.infer.make_processors`: the format processor, which also closes
+        every completion within ``max_new_tokens``)."""
+        from steiner.infer.options import make_processors
+
+        return make_processors(self._tokenizer, self.decode_options(), prompt_lengths=prompt_width)
 
     def _generate_single_turn(self, prompt_ids, images, multimodal_fields, num_generations, has_tool_images=False):
         t0 = time.perf_counter()
