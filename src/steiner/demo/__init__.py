@@ -40,8 +40,10 @@ class DemoConfig:
     number_tokens: int = opt(2000, "whole numbers below this are single tokens (arithmetic as facts, not digits)")
     hidden_size: int = opt(128, "model width")
     num_layers: int = opt(4, "model depth")
-    cpt_docs: int = opt(10000, "arithmetic drill documents in the CPT mixture (every fact, compared with targets)")
-    cpt_epochs: float = opt(4.0, "passes over the CPT mixture")
+    cpt_docs: int = opt(20000, "arithmetic drill documents in the CPT mixture (every fact, compared with targets)")
+    cpt_epochs: float = opt(2.0, "passes over the CPT mixture")
+    cpt_reasoning_ratio: float = opt(0.25, "share of CPT tokens from reasoning paths; the rest is drill text "
+                                           "(the drill is where held-out targets are seen at all)")
     sft_epochs: float = opt(2.0, "passes over the SFT paths")
     sft_max_length: int = opt(1024, "tokens per packed SFT row (a longer conversation is dropped: keep it above the longest search)")
     rl_steps: int = opt(10, "RL steps (each samples rl_questions x rl_group completions)")
@@ -65,7 +67,7 @@ class DemoConfig:
 
 
 QUICK = {
-    "test_problems": 50, "cpt_docs": 4000, "cpt_epochs": 1.5, "sft_epochs": 1.0, "rl_steps": 3, "rl_group": 4,
+    "test_problems": 50, "cpt_docs": 8000, "cpt_epochs": 1.0, "sft_epochs": 1.0, "rl_steps": 3, "rl_group": 4,
     "rl_questions": 4, "sweep_max_steps": [1, 2, 4], "sweep_min_steps": [2], "probe_requests": 8, "study": False,
 }
 

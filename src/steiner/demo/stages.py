@@ -165,7 +165,7 @@ def run_base(c: BaseStage, out: Path) -> dict[str, Any]:
 
 def cpt(cfg: DemoConfig, out: Path, *, model: Path, paths: Path, text: Path) -> CPTConfig:
     return CPTConfig(model=str(model), output_dir=str(out), seed=cfg.seed, paths_files=[str(paths)],
-                     text_files=[str(text)], reasoning_ratio=0.5, num_epochs=cfg.cpt_epochs, max_length=1024,
+                     text_files=[str(text)], reasoning_ratio=cfg.cpt_reasoning_ratio, num_epochs=cfg.cpt_epochs, max_length=1024,
                      per_device_batch_size=4, learning_rate=2e-3, warmup_ratio=0.05, save_steps=10_000,
                      logging_steps=20)
 
