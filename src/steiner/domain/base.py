@@ -90,8 +90,10 @@ class Domain:
         return StepCheck(True, "not checked: the text domain has no step checker")
 
     def grade(self, record: dict[str, Any], answer: str) -> Grade:
-        """Grade an answer text of a question of this domain (only for domains with an ``answer_type``)."""
-        raise NotImplementedError(f"domain {self.name!r} has no answer grader of its own")
+        """Grade an answer text of a question of this domain (only for domains with an ``answer_type``;
+        the others are graded by `steiner.grading` from the record's answer kind, which never calls this)."""
+        raise TypeError(f"domain {self.name!r} has no answer grader of its own; grade its questions with "
+                        "steiner.grading.grade_record, which uses the record's answer kind")
 
     def answer_from_steps(self, record: dict[str, Any], steps: list[Step]) -> str | None:
         """The final answer the active ``steps`` reach, when the domain can say; else None."""
