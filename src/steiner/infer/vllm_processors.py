@@ -91,6 +91,17 @@ def params_bounds(sampling_params: Any) -> tuple[int, int | None] | None:
     return lo, hi
 
 
+def _move_rows(requests: dict[int, Any], moved: Any) -> None:
+    """Apply vLLM's row moves to per-row state: (a, b, direction) moves a's state to b, and a SWAP
+    also moves b's to a."""
+    for a, b, direction in moved:
+        ra, rb = requests.pop(a, None), requests.pop(b, None)
+        if ra is not None:
+            requests[b] = ra
+        if rb is not None and getattr(direction, "name", str(direction)).upper().endswith("SWAP"):
+            requests[a] = rb
+
+
 @dataclass
 class _Request:
     min_steps: int
@@ -145,12 +156,7 @@ class StepBoundsBatchProcessor:
                 self.requests.pop(index, None)
             else:
                 self.requests[index] = _Request(bounds[0], bounds[1], output)
-        for a, b, direction in batch_update.moved:
-            ra, rb = self.requests.pop(a, None), self.requests.pop(b, None)
-            if ra is not None:
-                self.requests[b] = ra
-            if rb is not None and getattr(direction, "name", str(direction)).upper().endswith("SWAP"):
-                self.requests[a] = rb
+        _move_rows(self.requests, batch_update.moved)
 
     def apply(self, logits: torch.Tensor) -> torch.Tensor:
         """Mask each opted-in row by its rule; other rows pass through."""
@@ -238,12 +244,7 @@ class FormatBatchProcessor:
                 self.requests.pop(index, None)
             else:
                 self.requests[index] = _FormatRequest(opts, output)
-        for a, b, direction in batch_update.moved:
-            ra, rb = self.requests.pop(a, None), self.requests.pop(b, None)
-            if ra is not None:
-                self.requests[b] = ra
-            if rb is not None and getattr(direction, "name", str(direction)).upper().endswith("SWAP"):
-                self.requests[a] = rb
+        _move_rows(self.requests, batch_update.moved)
 
     def apply(self, logits: torch.Tensor) -> torch.Tensor:
         """Constrain each opted-in row by its grammar state; other rows pass through."""
