@@ -46,3 +46,19 @@ def test_unfinished_reasoning_has_no_answer_anywhere():
     item = EvalItem(TEXT["id"], TEXT["question"], TEXT["answer"])
     assert not grade(TaskSpec("capitals", "text"), item, completion + "Paris").correct
     assert not completion_reward(TEXT, None, parse(completion + "Paris"), StepRewardConfig()).correct
+
+
+MATH = {"id": "m", "question": "Compute ((10 * 3) - 19) * 2.", "answer": "22"}
+SCI = {"id": "e", "question": "Speed of the wave in m/s?", "answer": "3.3 \\times 10^{3}"}
+
+
+@pytest.mark.parametrize("record,answer,expected", [
+    (MATH, "((10 * 3) - 19) * 2", True), (MATH, "22", True), (MATH, "The answer is 22", True),
+    (MATH, "$22$", True), (MATH, "((10 * 3) - 19) * 3", False),
+    # read as its last number, "... * 2" used to equal a gold 2
+    ({**MATH, "answer": "2"}, "((10 * 3) - 19) * 2", False),
+    (SCI, "3.3 \\times 10^{3}", True), (SCI, "2.3 \\times 10^{3}", False), (SCI, "3300", True),
+    ({**MATH, "answer": "\\frac{5}{6}"}, "\\dfrac{10}{12}", True)])
+def test_bare_math_answers_are_read_whole_and_agree(record, answer, expected):
+    item = EvalItem(record["id"], record["question"], record["answer"])
+    assert verdicts(record, TaskSpec("math", "math"), item, answer) == (expected,) * 4

@@ -173,6 +173,11 @@ def math_equal(gold: str, answer: str) -> tuple[bool, str | None]:
     return bool(verify(g, pred, timeout_seconds=_mv_timeout())), extracted
 
 
+def _bare_math(text: str) -> bool:
+    """An answer with no math delimiters and no words (of 3+ letters, LaTeX commands aside)."""
+    return not re.search(r"\$|\\boxed|\\\(|\\\[", text) and not re.search(r"(?<!\\)\b[A-Za-z]{3,}\b", text)
+
+
 def _numbers_equal(a: str, b: str) -> bool | None:
     def value(s: str) -> float | None:
         try:
@@ -220,7 +225,11 @@ def grade_answer(kind: str, gold: str, answer: str | None, *, record: dict[str, 
             ok, _ = math_equal(gold, num)
         return Grade(bool(ok), num, "correct" if ok else f"{num} != {gold}")
     if kind == "math":
-        ok, extracted = math_equal(gold, ans)
+        # bare math ("3.3 \\times 10^{-19}", "((10 * 3) - 19) * 2") is read as one expression: without
+        # delimiters math-verify reads only its last number ("... * 2" would equal a gold 2)
+        ok, extracted = math_equal(gold, f"${ans}$") if _bare_math(ans) else (False, None)
+        if extracted is None:
+            ok, extracted = math_equal(gold, ans)
         if extracted is None:
             return Grade(False, None, "no expression found")
         return Grade(ok, extracted, "correct" if ok else f"{extracted} != {gold}")

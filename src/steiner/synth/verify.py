@@ -73,12 +73,7 @@ class Verifier:
             return False
         answer = str(answer)
         if answer not in self._cache:
-            ok = grade_record(self.question, answer).correct
-            if not ok and self.kind == "math" and "$" not in answer:
-                # a final answer is bare math ("3.3 \\times 10^{-19}", "((10 * 3) - 19) * 2"): without
-                # delimiters math-verify reads only its last number, so read it as one expression too
-                ok = grade_record(self.question, f"${answer}$").correct
-            self._cache[answer] = ok
+            self._cache[answer] = grade_record(self.question, answer).correct
         return self._cache[answer]
 
     def _dead_state(self, steps: list[Step]) -> bool | None:
