@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 
 import pytest
 
@@ -46,6 +47,30 @@ def test_generate_problems_seeded_solvable_and_split_by_target():
     assert not {p["target"] for p in train} & held
     five = generate_problems(20, seed=0, num_numbers=5, number_range=(1, 9), target_range=(50, 60))
     assert all(len(p["numbers"]) == 5 and 50 <= p["target"] <= 60 for p in five)
+
+
+def test_number_orders_write_each_problem_in_distinct_orders_with_its_own_trace():
+    from collections import Counter
+
+    three = generate_problems(50, seed=2, num_numbers=3, number_range=(1, 12), target_range=(10, 50),
+                              split="train", number_orders=3)
+    problems = Counter((tuple(sorted(p["numbers"])), p["target"]) for p in three)
+    assert len(problems) == 50  # n counts problems, not records
+    for (nums, _t), k in problems.items():
+        distinct_orders = len(set(itertools.permutations(nums)))
+        assert k == min(3, distinct_orders)  # (4, 4, 4) has one order, (4, 4, 7) three
+    assert len({tuple(p["numbers"]) + (p["target"],) for p in three}) == len(three)  # no order twice
+    assert len({p["id"] for p in three}) == len(three)
+    for p in three:
+        assert parse_question(p["question"]) == (p["numbers"], p["target"])
+        assert check_answer(p["answer"], p["numbers"], p["target"]).ok
+    # the search follows the given order, so orders of one problem give different traces
+    first = next(iter(problems))
+    a, b = [p for p in three if (tuple(sorted(p["numbers"])), p["target"]) == first][:2]
+    assert [s.name for s in search_path(a["numbers"], a["target"])[0]] != \
+        [s.name for s in search_path(b["numbers"], b["target"])[0]]
+    with pytest.raises(ValueError, match="number_orders"):
+        generate_problems(3, number_orders=0)
 
 
 def test_generate_problems_bad_ranges_raise():

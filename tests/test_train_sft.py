@@ -73,6 +73,30 @@ def test_too_long_conversations_are_dropped_or_truncated(tmp_path, tiny_tokenize
         build_dataset(SteinerSFTConfig(paths_files=[paths], max_length=8), tiny_tokenizer)
 
 
+def test_replayed_text_makes_up_text_ratio_of_the_tokens_with_loss_on_every_token(tmp_path, tiny_tokenizer):
+    from steiner.train.sft import SteinerSFTConfig, build_dataset
+
+    paths = str(write_paths(tmp_path / "p.jsonl", n=4))
+    text = tmp_path / "drill.txt"
+    text.write_text("\n\n".join(f"make {t}. 3*4=12 ({t}? no) 6+6=12 ({t}? no)" for t in range(10, 510)) + "\n")
+    ds0, s0 = build_dataset(SteinerSFTConfig(paths_files=[paths]), tiny_tokenizer)
+    assert s0["text_tokens"] == 0 and len(ds0) == s0["conversations"]
+    ds, s = build_dataset(SteinerSFTConfig(paths_files=[paths], text_files=[str(text)], text_ratio=0.5),
+                          tiny_tokenizer)
+    conv_tokens = s0["tokens"]
+    # documents are taken until their tokens reach the conversations' (the last one may overshoot)
+    doc_len = max(map(len, ds["input_ids"][s["conversations"]:]))
+    assert conv_tokens <= s["text_tokens"] < conv_tokens + doc_len
+    assert len(ds) == s["conversations"] + s["text_documents"]
+    for ids, labels in zip(ds["input_ids"][s["conversations"]:], ds["labels"][s["conversations"]:], strict=True):
+        assert labels == ids and ids[-1] == tiny_tokenizer.eos_token_id
+        assert tiny_tokenizer.decode(ids).startswith("make ")
+    with pytest.raises(ConfigError, match="text_ratio"):
+        SteinerSFTConfig(paths_files=[paths], text_ratio=0.5)
+    with pytest.raises(ConfigError, match="text_ratio"):
+        SteinerSFTConfig(paths_files=[paths], text_files=[str(text)], text_ratio=1.0)
+
+
 def _cfg(tmp_path, tiny_model_dir, **kw):
     from steiner.train.sft import SteinerSFTConfig
 

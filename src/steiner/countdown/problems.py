@@ -55,8 +55,14 @@ def generate_problems(
     test_fraction: float = 0.1,
     split_seed: int = 0,
     split: str | None = None,
+    number_orders: int = 1,
 ) -> list[dict]:
     """``n`` distinct solvable problems as question records.
+
+    ``number_orders`` > 1 writes each problem up to that many times with its numbers in different
+    orders (distinct ids, the same target and split): a search walks the numbers in the order given,
+    so each order is a different trace of the same problem -- more varied search data from a domain
+    with few problems (3 numbers from 1-12, targets 10-50: about 2,100 with training targets).
 
     Each record: ``{"id", "question", "answer" (an expression), "numbers", "target", "split"}``.
     ``num_numbers`` is a count or an inclusive (min, max) range; ``split`` = "train" or "test" keeps
@@ -64,6 +70,8 @@ def generate_problems(
     """
     if split not in (None, "train", "test"):
         raise ValueError(f"split must be 'train', 'test' or None, got {split!r}")
+    if number_orders < 1:
+        raise ValueError(f"number_orders must be at least 1, got {number_orders!r}")
     counts = _num_numbers_choices(num_numbers)
     if min(counts) < 2:
         raise ValueError(f"num_numbers must be at least 2, got {num_numbers!r}")
@@ -80,11 +88,12 @@ def generate_problems(
     out: list[dict] = []
     seen: set[tuple[tuple[int, ...], int]] = set()
     tries = 0
-    while len(out) < n:
+    done = 0
+    while done < n:
         tries += 1
         if tries > 200 * n + 1000:
             raise ValueError(f"could not find {n} distinct solvable problems with these ranges "
-                             f"(found {len(out)}); widen number_range or target_range")
+                             f"(found {done}); widen number_range or target_range")
         numbers = [rng.randint(nlo, nhi) for _ in range(rng.choice(counts))]
         targets = sorted(t for t in reachable(state_of(numbers)) if tlo <= t <= thi)
         if split == "test":
@@ -97,14 +106,23 @@ def generate_problems(
         if (state_of(numbers), target) in seen:
             continue
         seen.add((state_of(numbers), target))
-        sol = shortest_solution(numbers, target)
-        assert sol is not None  # the target was drawn from the reachable set
-        out.append({
-            "id": f"countdown-{seed}-{len(out):05d}",
-            "question": question_text(numbers, target),
-            "answer": expression(numbers, sol),
-            "numbers": numbers,
-            "target": target,
-            "split": "test" if target in held_out else "train",
-        })
+        orders = [list(numbers)]
+        for _ in range(20 * number_orders):
+            if len(orders) >= number_orders:
+                break
+            other = rng.sample(numbers, len(numbers))
+            if other not in orders:
+                orders.append(other)
+        for nums in orders:
+            sol = shortest_solution(nums, target)
+            assert sol is not None  # the target was drawn from the reachable set
+            out.append({
+                "id": f"countdown-{seed}-{len(out):05d}",
+                "question": question_text(nums, target),
+                "answer": expression(nums, sol),
+                "numbers": nums,
+                "target": target,
+                "split": "test" if target in held_out else "train",
+            })
+        done += 1
     return out

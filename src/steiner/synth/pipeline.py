@@ -41,6 +41,8 @@ class SynthConfig:
                                       "problems")
     problems: int = opt(300, "number of Countdown problems to generate (train split)")
     test_problems: int = opt(100, "number of held-out Countdown problems written to test_problems.jsonl")
+    number_orders: int = opt(1, "each training problem written with its numbers in up to this many orders "
+                                "(a search follows the given order: more varied traces)")
     num_numbers: list[int] = opt([3, 4], "numbers per problem: min,max")
     number_range: list[int] = opt([1, 20], "range of the given numbers: lo,hi")
     target_range: list[int] = opt([10, 100], "range of the targets: lo,hi")
@@ -83,7 +85,7 @@ class SynthConfig:
     def __post_init__(self) -> None:
         for name in ("problems", "test_problems", "cuts", "max_backtracks"):
             check_range(name, getattr(self, name), lo=0)
-        for name in ("concurrency", "attempts", "forward_steps", "max_reasoning_tokens", "max_total_tokens",
+        for name in ("number_orders", "concurrency", "attempts", "forward_steps", "max_reasoning_tokens", "max_total_tokens",
                      "max_tokens"):
             check_range(name, getattr(self, name), lo=1)
         check_range("paths_per_dag", self.paths_per_dag, lo=0)
@@ -187,7 +189,7 @@ def prepare_questions(cfg: SynthConfig, out: Path) -> tuple[list[dict], dict]:
     else:
         gen = dict(num_numbers=tuple(cfg.num_numbers), number_range=tuple(cfg.number_range),
                    target_range=tuple(cfg.target_range), test_fraction=cfg.test_fraction)
-        questions = generate_problems(cfg.problems, cfg.seed, split="train", **gen)
+        questions = generate_problems(cfg.problems, cfg.seed, split="train", number_orders=cfg.number_orders, **gen)
         if cfg.test_problems:
             write_jsonl(out / "test_problems.jsonl",
                         generate_problems(cfg.test_problems, cfg.seed, split="test", **gen))

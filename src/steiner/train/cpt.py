@@ -91,7 +91,7 @@ def reasoning_documents(paths_files: list[str]) -> list[str]:
     return [f"{rec['question']}\n{render(path)}" for rec, path in read_paths(paths_files)]
 
 
-def _take(docs: list[list[int]], budget: float, rng: random.Random) -> list[list[int]]:
+def take_documents(docs: list[list[int]], budget: float, rng: random.Random) -> list[list[int]]:
     """Random documents until ``budget`` tokens are reached (the last one may overshoot)."""
     order = list(range(len(docs)))
     rng.shuffle(order)
@@ -113,9 +113,9 @@ def mix(text: list[list[int]], reasoning: list[list[int]], ratio: float, seed: i
     elif ratio <= 0 or not reasoning:
         reasoning = []
     elif r / (r + t) > ratio:
-        reasoning = _take(reasoning, t * ratio / (1 - ratio), rng)
+        reasoning = take_documents(reasoning, t * ratio / (1 - ratio), rng)
     else:
-        text = _take(text, r * (1 - ratio) / ratio, rng)
+        text = take_documents(text, r * (1 - ratio) / ratio, rng)
     docs = text + reasoning
     rng.shuffle(docs)
     return docs

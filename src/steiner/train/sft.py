@@ -10,6 +10,11 @@ transformers builds a block-diagonal causal mask and attention stays inside each
 keep the rows apart instead of TRL's padding-free layout, which flattens a whole batch into one row:
 with SDPA on a CPU its dense (batch*max_length)^2 mask made training 4x slower per token (measured).
 The Trainer is transformers' own, with the collator below.
+
+``text_files`` mixes plain text (the CPT corpus) back in, loss on every token, at ``text_ratio`` of the
+tokens: replay that keeps what CPT taught. A small model fine-tuned on a few thousand searches alone
+memorises them (train loss 0.04 after 2 epochs) and loses the skills the searches only use -- copying
+an unseen target, the arithmetic -- so the demo mixes its drill text in (docs/demo.md has the figures).
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from steiner.config import ConfigError, opt
+from steiner.config import ConfigError, check_range, opt
 from steiner.train.common import (
     TrainConfig,
     finish,
@@ -45,6 +50,9 @@ class SteinerSFTConfig(TrainConfig):
     packing: bool = opt(True, "pack conversations into max_length rows (padding-free, attention kept per conversation)")
     assistant_only_loss: bool = opt(True, "loss on assistant tokens only (prompt tokens get label -100)")
     too_long: str = opt("drop", "conversations longer than max_length: 'drop' them or 'truncate' them")
+    text_files: list[str] = opt([], "plain-text files (.txt split at blank lines, or .jsonl 'text') replayed "
+                                    "with loss on every token")
+    text_ratio: float = opt(0.0, "share of SFT tokens from text_files (subsampled to it; all of them if too few)")
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -52,6 +60,9 @@ class SteinerSFTConfig(TrainConfig):
             raise ConfigError("paths_files: give at least one paths.jsonl file")
         if self.too_long not in ("drop", "truncate"):
             raise ConfigError(f"too_long: must be 'drop' or 'truncate', got {self.too_long!r}")
+        check_range("text_ratio", self.text_ratio, lo=0, hi=0.99)
+        if self.text_ratio > 0 and not self.text_files:
+            raise ConfigError("text_ratio: give text_files to replay, or set text_ratio to 0")
 
 
 def tokenize_conversation(
@@ -103,14 +114,34 @@ def build_dataset(cfg: SteinerSFTConfig, tokenizer: PreTrainedTokenizerBase) -> 
         rows["labels"].append(ex["labels"])
     if not rows["input_ids"]:
         raise ValueError(f"max_length: all {dropped} conversations are longer than {cfg.max_length} tokens")
+    text = replay_documents(cfg, tokenizer, sum(map(len, rows["input_ids"])))
     stats = {
         "conversations": len(rows["input_ids"]),
         "dropped_too_long": dropped,
         "truncated": truncated,
         "tokens": sum(map(len, rows["input_ids"])),
         "loss_tokens": sum(sum(t != IGNORE_INDEX for t in lab) for lab in rows["labels"]),
+        "text_documents": len(text),
+        "text_tokens": sum(map(len, text)),
     }
+    rows["input_ids"] += text
+    rows["labels"] += [list(d) for d in text]
     return Dataset.from_dict(rows), stats
+
+
+def replay_documents(cfg: SteinerSFTConfig, tokenizer: PreTrainedTokenizerBase, sft_tokens: int) -> list[list[int]]:
+    """Tokenized ``text_files`` documents (each ending in eos, cut to max_length), sampled so they make
+    up ``text_ratio`` of the tokens next to ``sft_tokens`` conversation tokens."""
+    import random
+
+    from steiner.train.cpt import read_text_files, take_documents
+
+    if cfg.text_ratio <= 0:
+        return []
+    docs = read_text_files(cfg.text_files)
+    ids = [d[: cfg.max_length - 1] + [tokenizer.eos_token_id]
+           for d in tokenizer(docs, add_special_tokens=False)["input_ids"]] if docs else []
+    return take_documents(ids, sft_tokens * cfg.text_ratio / (1 - cfg.text_ratio), random.Random(cfg.seed))
 
 
 def pack(ds: Any, max_length: int, seed: int) -> Any:
@@ -167,8 +198,8 @@ def main(cfg: SteinerSFTConfig) -> Path:
     if args.process_index == 0:
         Console(stderr=True).print(
             f"[bold]SFT[/] {stats['conversations']} conversations, {stats['tokens']} tokens "
-            f"({stats['loss_tokens']} with loss) in {stats['rows']} rows; dropped {stats['dropped_too_long']} "
-            f"too long; packing {'on' if cfg.packing else 'off'}"
+            f"({stats['loss_tokens']} with loss) + {stats['text_tokens']} replayed text tokens in {stats['rows']} "
+            f"rows; dropped {stats['dropped_too_long']} too long; packing {'on' if cfg.packing else 'off'}"
         )
     trainer = Trainer(model=model, args=args, train_dataset=ds, data_collator=SFTCollator(tok.pad_token_id))
     summary = run_trainer(trainer, cfg)
