@@ -160,7 +160,7 @@ def test_every_demo_option_reruns_its_stages_and_those_after_them(tmp_path, fake
     assert fake_stages == []  # same config: every stage resumes
     # what each stage reads, from the paths in its config
     assert first.record("cpt").inputs == ["base", "synth"]
-    assert first.record("sft_optimal").inputs == ["cpt", "synth"]
+    assert first.record("sft_optimal").inputs == ["base", "cpt", "synth"]  # base: the drill text it replays
     assert first.record("study_d_rl_outcome_bounded").inputs == ["rl_outcome", "synth"]
 
     expected = {  # hand-derived: the stages that use the option, and all stages downstream of them

@@ -41,11 +41,15 @@ def arithmetic_facts(number_range: tuple[int, int] | list[int] = (1, 12)) -> lis
 
 def arithmetic_documents(n: int, seed: int = 0, *, number_range: tuple[int, int] | list[int] = (1, 12),
                          target_range: tuple[int, int] | list[int] = (10, 50), facts_per_doc: int = 16,
-                         hit_rate: float = 0.25) -> list[str]:
+                         hit_rate: float = 0.25, group: int = 4) -> list[str]:
     """``n`` drill documents, deterministic for ``seed``: "make T." then facts, each compared with T.
 
     About ``hit_rate`` of the facts are drawn among those whose result is T, so "yes" is common enough
-    to learn; the rest uniformly from `arithmetic_facts`.
+    to learn; the rest uniformly from `arithmetic_facts`. Every ``group`` facts (a step's worth of
+    checks) end in the reflection a step writes: "12*3=36 reaches 36." at the first hit, else "No
+    result is 36." -- the target written again after the words, as a step's reflection writes it, so
+    that copy is practised on every target value too (without it a model reflected "No result is 24."
+    on a held-out 36: teacher-forced, 0 of 205 such reflections right, 97% of the checks).
     """
     rng = random.Random(seed)
     facts = arithmetic_facts(number_range)
@@ -56,9 +60,15 @@ def arithmetic_documents(n: int, seed: int = 0, *, number_range: tuple[int, int]
     docs = []
     for _ in range(n):
         t = rng.randint(tlo, thi)
-        items = []
-        for _ in range(facts_per_doc):
-            a, o, b, c = rng.choice(by_result[t]) if t in by_result and rng.random() < hit_rate else rng.choice(facts)
-            items.append(f"{a}{o}{b}={c} ({t}? {'yes' if c == t else 'no'})")
-        docs.append(f"make {t}. " + " ".join(items))
+        parts = []
+        for start in range(0, facts_per_doc, group):
+            items, hit = [], None
+            for _ in range(min(group, facts_per_doc - start)):
+                a, o, b, c = (rng.choice(by_result[t]) if t in by_result and rng.random() < hit_rate
+                              else rng.choice(facts))
+                items.append(f"{a}{o}{b}={c} ({t}? {'yes' if c == t else 'no'})")
+                if c == t and hit is None:
+                    hit = f"{a}{o}{b}={c}"
+            parts.append(" ".join(items) + (f" {hit} reaches {t}." if hit else f" No result is {t}."))
+        docs.append(f"make {t}. " + " ".join(parts))
     return docs

@@ -30,6 +30,7 @@ class DemoConfig:
     quick: bool = opt(False, "the 10-minute version: fewer problems, shorter training, no study")
     seed: int = opt(0, "seed of every stage")
     problems: int = opt(2000, "training problems to synthesise (the domain has about 2,100 with training targets)")
+    number_orders: int = opt(3, "each training problem in up to this many number orders (a search follows the order)")
     test_problems: int = opt(200, "held-out problems (targets never seen in training; the domain has 250)")
     num_numbers: list[int] = opt([3, 3], "numbers per problem: min,max")
     target_range: list[int] = opt([10, 50], "range of targets: lo,hi")
@@ -44,7 +45,8 @@ class DemoConfig:
     cpt_epochs: float = opt(2.0, "passes over the CPT mixture")
     cpt_reasoning_ratio: float = opt(0.25, "share of CPT tokens from reasoning paths; the rest is drill text "
                                            "(the drill is where held-out targets are seen at all)")
-    sft_epochs: float = opt(2.0, "passes over the SFT paths")
+    sft_epochs: float = opt(1.0, "passes over the SFT paths")
+    sft_text_ratio: float = opt(0.33, "share of SFT tokens replaying the drill text (keeps what CPT taught)")
     sft_max_length: int = opt(1024, "tokens per packed SFT row (a longer conversation is dropped: keep it above the longest search)")
     rl_steps: int = opt(10, "RL steps (each samples rl_questions x rl_group completions)")
     rl_group: int = opt(8, "completions per question in RL (G)")
@@ -90,7 +92,8 @@ def run_stages(cfg: DemoConfig, pipe: Any) -> None:
     pipe.run("base", s.base(cfg, data), s.run_base)
     pipe.run("cpt", s.cpt(cfg, d("cpt"), model=d("base") / "model", paths=data / "paths_dag.jsonl",
                           text=d("base") / "arithmetic.txt"), s.run_cpt)
-    pipe.run("sft", s.sft(cfg, d("sft"), model=d("cpt"), paths=data / "paths_dag.jsonl"), s.run_sft)
+    drill = d("base") / "arithmetic.txt"
+    pipe.run("sft", s.sft(cfg, d("sft"), model=d("cpt"), paths=data / "paths_dag.jsonl", text=drill), s.run_sft)
     pipe.run("eval_sft", s.evaluate(cfg, d("eval_sft"), model=d("sft"), data=data), s.run_eval)
     pipe.run("rl_step", s.rl(cfg, d("rl_step"), mode="step", model=d("sft"), data=data), s.run_rl)
     pipe.run("eval_rl_step", s.evaluate(cfg, d("eval_rl_step"), model=d("rl_step"), data=data), s.run_eval)
@@ -101,7 +104,7 @@ def run_stages(cfg: DemoConfig, pipe: Any) -> None:
         return
     # (a) sees as many optimizer steps (packed tokens) as (b) did: the step count is part of its config
     pipe.run("sft_optimal", s.sft(cfg, d("sft_optimal"), model=d("cpt"), paths=data / "paths_optimal.jsonl",
-                                  max_steps=pipe.result("sft").get("global_step", -1)), s.run_sft)
+                                  text=drill, max_steps=pipe.result("sft").get("global_step", -1)), s.run_sft)
     pipe.run("rl_outcome", s.rl(cfg, d("rl_outcome"), mode="outcome", model=d("sft"), data=data), s.run_rl)
     models = {"a_sft_optimal": "sft_optimal", "b_sft_dag": "sft", "c_rl_step": "rl_step", "d_rl_outcome": "rl_outcome"}
     for label, model in models.items():

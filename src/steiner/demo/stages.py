@@ -56,6 +56,7 @@ class SynthStage:
 def synth(cfg: DemoConfig, out: Path) -> SynthStage:
     return SynthStage(
         synth=SynthConfig(out=str(out), problems=cfg.problems, test_problems=cfg.test_problems,
+                          number_orders=cfg.number_orders,
                           num_numbers=cfg.num_numbers, number_range=cfg.number_range,
                           target_range=cfg.target_range, seed=cfg.seed, cuts=cfg.cuts,
                           paths_per_dag=cfg.paths_per_dag, tokenizer="qwen2.5",
@@ -176,8 +177,9 @@ def run_cpt(c: CPTConfig, out: Path) -> dict[str, Any]:
     return _summary(cpt_main(c))
 
 
-def sft(cfg: DemoConfig, out: Path, *, model: Path, paths: Path, max_steps: int = -1) -> SteinerSFTConfig:
+def sft(cfg: DemoConfig, out: Path, *, model: Path, paths: Path, text: Path, max_steps: int = -1) -> SteinerSFTConfig:
     return SteinerSFTConfig(model=str(model), output_dir=str(out), seed=cfg.seed, paths_files=[str(paths)],
+                            text_files=[str(text)] if cfg.sft_text_ratio > 0 else [], text_ratio=cfg.sft_text_ratio,
                             num_epochs=cfg.sft_epochs, max_steps=max_steps, max_length=cfg.sft_max_length,
                             per_device_batch_size=8, learning_rate=1e-3, warmup_ratio=0.05, save_steps=10_000,
                             logging_steps=20)
