@@ -42,7 +42,7 @@ class DemoConfig:
     hidden_size: int = opt(128, "model width")
     num_layers: int = opt(4, "model depth")
     cpt_docs: int = opt(20000, "arithmetic drill documents in the CPT mixture (every fact, compared with targets)")
-    cpt_epochs: float = opt(2.0, "passes over the CPT mixture")
+    cpt_epochs: float = opt(1.0, "passes over the CPT mixture")
     cpt_reasoning_ratio: float = opt(0.25, "share of CPT tokens from reasoning paths; the rest is drill text "
                                            "(the drill is where held-out targets are seen at all)")
     sft_epochs: float = opt(1.0, "passes over the SFT paths")
