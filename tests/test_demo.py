@@ -25,7 +25,8 @@ def test_demo_runs_every_stage_writes_the_report_and_resumes(tmp_path, capfd):
     summary = json.loads((out / "summary.json").read_text())
     names = [s["name"] for s in summary["stages"]]
     for stage in ("synth", "base", "cpt", "sft", "eval_sft", "rl_step", "eval_rl_step", "sweep", "multiturn",
-                  "probe", "sft_optimal", "rl_outcome", "study_a_sft_optimal_free", "study_d_rl_outcome_bounded"):
+                  "probe", "sft_optimal", "rl_outcome", "study_a_sft_optimal_free", "study_d_rl_outcome_bounded",
+                  "skills"):
         assert stage in names
     assert not any(s["skipped"] for s in summary["stages"])
     eval_sft = next(s for s in summary["stages"] if s["name"] == "eval_sft")["result"]
@@ -38,7 +39,10 @@ def test_demo_runs_every_stage_writes_the_report_and_resumes(tmp_path, capfd):
     steps = {s["name"]: s["result"].get("global_step") for s in summary["stages"]}
     assert steps["sft"] == steps["sft_optimal"]
     report = (out / "report.md").read_text()
-    for heading in ("## Evaluation on held-out targets", "## Step sweep", "## Multi-turn", "## Study",
+    skills = next(s for s in summary["stages"] if s["name"] == "skills")["result"]["rows"]
+    assert [(r["model"], r["targets"]) for r in skills] == [
+        (m, t) for m in ("a_sft_optimal", "b_sft_dag", "c_rl_step", "d_rl_outcome") for t in ("held-out", "training")]
+    for heading in ("## Evaluation on held-out targets", "## Step sweep", "## Multi-turn", "## Study", "## Skills",
                     "## Serving and the latency probe", "## Configuration, seeds and versions"):
         assert heading in report
     assert (out / "report.html").read_text().count("<img") >= 3

@@ -103,7 +103,7 @@ def test_stage_key_is_plain_data_with_paths_relative_to_the_root(tmp_path):
 STAGES_BEFORE_STUDY = ["synth", "base", "cpt", "sft", "eval_sft", "rl_step", "eval_rl_step", "sweep", "multiturn",
                        "probe"]
 STUDY = ["sft_optimal", "rl_outcome"] + [f"study_{m}_{b}" for m in ("a_sft_optimal", "b_sft_dag", "c_rl_step",
-                                                                     "d_rl_outcome") for b in ("free", "bounded")]
+                                                                     "d_rl_outcome") for b in ("free", "bounded")] + ["skills"]
 
 
 @pytest.fixture
@@ -118,7 +118,7 @@ def fake_stages(monkeypatch):
         return {"global_step": 7}
 
     runners = [n for n in dir(stages) if n.startswith("run_")]
-    assert len(runners) == 9
+    assert len(runners) == 10
     for n in runners:
         monkeypatch.setattr(stages, n, fake)
     return calls
@@ -167,7 +167,7 @@ def test_every_demo_option_reruns_its_stages_and_those_after_them(tmp_path, fake
         "sft_max_length": set(STAGES_BEFORE_STUDY[3:] + STUDY),
         "rl_learning_rate": {"rl_step", "eval_rl_step", "sweep", "multiturn", "probe", "rl_outcome",
                              "study_c_rl_step_free", "study_c_rl_step_bounded", "study_d_rl_outcome_free",
-                             "study_d_rl_outcome_bounded"},
+                             "study_d_rl_outcome_bounded", "skills"},
         "probe_requests": {"probe"},
         "bounded_max_steps": {"probe"} | {s for s in STUDY if s.endswith("_bounded")},
         "cpt_docs": set(STAGES_BEFORE_STUDY[1:] + STUDY),

@@ -100,7 +100,9 @@ def run_stages(cfg: DemoConfig, pipe: Any) -> None:
     pipe.run("sweep", s.sweep(cfg, d("sweep"), model=d("rl_step"), data=data), s.run_sweep)
     pipe.run("multiturn", s.multiturn(cfg, model=d("rl_step"), data=data), s.run_multiturn)
     pipe.run("probe", s.probe(cfg, d("probe"), model=d("rl_step"), data=data), s.run_probe)
+    models = {"b_sft_dag": d("sft"), "c_rl_step": d("rl_step")}
     if not cfg.study:
+        pipe.run("skills", s.skills(cfg, models=models, data=data), s.run_skills)
         return
     # (a) sees as many optimizer steps (packed tokens) as (b) did: the step count is part of its config
     pipe.run("sft_optimal", s.sft(cfg, d("sft_optimal"), model=d("cpt"), paths=data / "paths_optimal.jsonl",
@@ -113,6 +115,8 @@ def run_stages(cfg: DemoConfig, pipe: Any) -> None:
             pipe.run(name, s.evaluate(cfg, d(name), model=d(model), data=data, min_steps=1 if bounded else 0,
                                       max_steps=cfg.bounded_max_steps if bounded else None, format_strict=False),
                      s.run_eval)
+    pipe.run("skills", s.skills(cfg, models={label: d(model) for label, model in models.items()}, data=data),
+             s.run_skills)
 
 
 def run(cfg: DemoConfig) -> dict[str, Any]:

@@ -118,6 +118,13 @@ def write_report(root: Path, summary: dict[str, Any]) -> Path:
         md += ["## Study: search with backtracking vs. the internalised-CoT shortcut", "",
                "Held-out targets; (a) and (b) trained on the same number of tokens; bounded = step-bounds "
                "processor (min_steps 1, max_steps from the config).", "", markdown_table(st), ""]
+    sk = _result(summary, "skills").get("rows", [])
+    if sk:
+        md += ["## Skills (teacher-forced)", "",
+               "Share of tokens each model predicts right while reading the reference search of 100 held-out "
+               "and 100 training problems (`steiner.countdown.skills`): the result of each move, the numbers "
+               "left, the target copied into checks and into reflections, each check's yes/no. Free "
+               "generation compounds a miss, so these bound the pass rate.", "", markdown_table(sk), ""]
     probe = _result(summary, "probe")
     if probe:
         fit = probe.get("fit") or {}

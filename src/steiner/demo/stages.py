@@ -300,6 +300,39 @@ def run_multiturn(c: MultiturnStage, out: Path) -> dict[str, Any]:
     return res
 
 
+@dataclass
+class SkillsStage:
+    """Teacher-forced skill accuracy (`steiner.countdown.skills`) of each model on the reference searches
+    of held-out problems and of as many training problems (a skill right only on training targets is
+    memorised)."""
+
+    models: dict[str, str]  # label -> model folder
+    test_data: str  # test_problems.jsonl
+    train_data: str  # problems.jsonl
+    problems: int = 100
+
+
+def skills(cfg: DemoConfig, *, models: dict[str, Path], data: Path) -> SkillsStage:
+    return SkillsStage(models={k: str(v) for k, v in models.items()}, test_data=str(data / "test_problems.jsonl"),
+                       train_data=str(data / "problems.jsonl"))
+
+
+def run_skills(c: SkillsStage, out: Path) -> dict[str, Any]:
+    from steiner.countdown.skills import measure_skills
+    from steiner.tokenizer import load_model, load_tokenizer
+
+    rows = []
+    test = read_jsonl(c.test_data, "test problems")[: c.problems]
+    train = read_jsonl(c.train_data, "problems")[: c.problems]
+    for label, folder in c.models.items():
+        tok, model = load_tokenizer(folder), load_model(folder)
+        for split, problems in (("held-out", test), ("training", train)):
+            res = measure_skills(model, tok, problems)
+            rows.append({"model": label, "targets": split, **{k: v for k, v in res.items() if k != "tokens"}})
+    write_jsonl(out / "skills.jsonl", rows)
+    return {"rows": rows}
+
+
 # ---------------------------------------------------------------- serving
 
 
