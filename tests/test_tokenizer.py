@@ -218,6 +218,18 @@ def test_train_tokenizer_number_tokens_are_whole():
     assert "\u01202345" not in tok.convert_ids_to_tokens(ids)
 
 
+def test_isolated_numbers_are_one_token_wherever_they_stand(tmp_path):
+    tok = train_tokenizer(CORPUS, vocab_size=300, number_tokens=200, isolate_numbers=True)
+    text = "make 36. 9*4=36 (36? yes) No result is 36."
+    ids = tok(text, add_special_tokens=False)["input_ids"]
+    assert tok.decode(ids) == text
+    n36 = tok.convert_tokens_to_ids("36")
+    assert ids.count(n36) == 4  # after a space, "=", "(" and a space again: the same token
+    assert "\u012036" not in tok.convert_ids_to_tokens(ids)
+    tok.save_pretrained(tmp_path)
+    assert load_tokenizer(tmp_path)(text, add_special_tokens=False)["input_ids"] == ids
+
+
 def test_a_trained_tokenizer_reloads_exactly_as_saved(tmp_path):
     """transformers 5 rebuilds a saved tokenizer from the model family's class (qwen2: digits split one by
     one); load_tokenizer must give back the tokenizer that was trained, whole-number tokens included."""

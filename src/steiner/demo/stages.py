@@ -152,9 +152,9 @@ def run_base(c: BaseStage, out: Path) -> dict[str, Any]:
 
     docs = arithmetic_documents(c.cpt_docs, c.seed, number_range=c.number_range, target_range=c.target_range)
     (out / "arithmetic.txt").write_text("\n\n".join(docs) + "\n")
-    # spaced numbers: the question's numbers and target, "Back to step K" (all small)
+    # a number is one token, the same one after a space, a bracket or "=" (copies of unseen targets)
     tok = train_tokenizer(_tokenizer_texts(c.corpus) + docs, vocab_size=c.vocab_size,
-                          number_tokens=c.number_tokens, spaced_number_tokens=min(c.number_tokens, 100))
+                          number_tokens=c.number_tokens, isolate_numbers=True)
     model = build_model(tok, c.model)
     model.save_pretrained(out / "model")
     tok.save_pretrained(out / "model")
