@@ -100,10 +100,10 @@ def test_stage_key_is_plain_data_with_paths_relative_to_the_root(tmp_path):
 # ---------------------------------------------------------------- the demo's own stages
 
 
-STAGES_BEFORE_STUDY = ["synth", "base", "cpt", "sft", "eval_sft", "rl_step", "eval_rl_step", "sweep", "multiturn",
-                       "probe"]
-STUDY = ["sft_optimal", "rl_outcome"] + [f"study_{m}_{b}" for m in ("a_sft_optimal", "b_sft_dag", "c_rl_step",
-                                                                     "d_rl_outcome") for b in ("free", "bounded")] + ["skills"]
+STAGES_BEFORE_STUDY = ["synth", "base", "cpt", "sft", "eval_sft", "rl_step", "eval_rl_step"]
+STUDY = ["sft_optimal", "rl_outcome"] + [f"study_{m}_{b}" for b in ("free", "bounded") for m in (
+    "a_sft_optimal", "b_sft_dag", "c_rl_step", "d_rl_outcome")]
+AFTER_STUDY = ["skills", "sweep", "multiturn", "probe"]
 
 
 @pytest.fixture
@@ -155,7 +155,7 @@ def test_every_demo_option_reruns_its_stages_and_those_after_them(tmp_path, fake
 
     base = DemoConfig(out=str(tmp_path / "demo"))
     first = _run(base, fake_stages)
-    assert fake_stages == STAGES_BEFORE_STUDY + STUDY
+    assert fake_stages == STAGES_BEFORE_STUDY + STUDY + AFTER_STUDY
     _run(base, fake_stages)
     assert fake_stages == []  # same config: every stage resumes
     # what each stage reads, from the paths in its config
@@ -164,14 +164,14 @@ def test_every_demo_option_reruns_its_stages_and_those_after_them(tmp_path, fake
     assert first.record("study_d_rl_outcome_bounded").inputs == ["rl_outcome", "synth"]
 
     expected = {  # hand-derived: the stages that use the option, and all stages downstream of them
-        "sft_max_length": set(STAGES_BEFORE_STUDY[3:] + STUDY),
+        "sft_max_length": set(STAGES_BEFORE_STUDY[3:] + STUDY + AFTER_STUDY),
         "rl_learning_rate": {"rl_step", "eval_rl_step", "sweep", "multiturn", "probe", "rl_outcome",
                              "study_c_rl_step_free", "study_c_rl_step_bounded", "study_d_rl_outcome_free",
                              "study_d_rl_outcome_bounded", "skills"},
         "probe_requests": {"probe"},
         "bounded_max_steps": {"probe"} | {s for s in STUDY if s.endswith("_bounded")},
-        "cpt_docs": set(STAGES_BEFORE_STUDY[1:] + STUDY),
-        "seed": set(STAGES_BEFORE_STUDY + STUDY),
+        "cpt_docs": set(STAGES_BEFORE_STUDY[1:] + STUDY + AFTER_STUDY),
+        "seed": set(STAGES_BEFORE_STUDY + STUDY + AFTER_STUDY),
     }
     expected["rl_max_steps"] = expected["rl_learning_rate"]
     # out names the folder, quick is a preset of the other fields, study only adds stages
@@ -216,6 +216,6 @@ def test_the_end_to_end_test_sizes_build_valid_stage_configs(tmp_path, fake_stag
     add_arguments(ap, DemoConfig)
     cfg = config_from_args(DemoConfig, ap.parse_args(["--out", str(tmp_path / "demo"), *TINY]))
     pipe = _run(cfg, fake_stages)
-    assert fake_stages == STAGES_BEFORE_STUDY + STUDY
+    assert fake_stages == STAGES_BEFORE_STUDY + STUDY + AFTER_STUDY
     rl = pipe.record("rl_step").config  # 2 questions x 2 completions: minibatches of 4
     assert rl["per_device_batch_size"] == 4 and rl["questions_per_step"] * rl["num_generations"] == 4

@@ -97,26 +97,26 @@ def run_stages(cfg: DemoConfig, pipe: Any) -> None:
     pipe.run("eval_sft", s.evaluate(cfg, d("eval_sft"), model=d("sft"), data=data), s.run_eval)
     pipe.run("rl_step", s.rl(cfg, d("rl_step"), mode="step", model=d("sft"), data=data), s.run_rl)
     pipe.run("eval_rl_step", s.evaluate(cfg, d("eval_rl_step"), model=d("rl_step"), data=data), s.run_eval)
+    if cfg.study:
+        # (a) sees as many optimizer steps (packed tokens) as (b) did: the step count is part of its config
+        pipe.run("sft_optimal", s.sft(cfg, d("sft_optimal"), model=d("cpt"), paths=data / "paths_optimal.jsonl",
+                                      text=drill, max_steps=pipe.result("sft").get("global_step", -1)), s.run_sft)
+        pipe.run("rl_outcome", s.rl(cfg, d("rl_outcome"), mode="outcome", model=d("sft"), data=data), s.run_rl)
+        models = {"a_sft_optimal": "sft_optimal", "b_sft_dag": "sft", "c_rl_step": "rl_step",
+                  "d_rl_outcome": "rl_outcome"}
+        for bounded in (False, True):  # every free run first: the comparisons that matter most
+            for label, model in models.items():
+                name = f"study_{label}_{'bounded' if bounded else 'free'}"
+                pipe.run(name, s.evaluate(cfg, d(name), model=d(model), data=data, min_steps=1 if bounded else 0,
+                                          max_steps=cfg.bounded_max_steps if bounded else None,
+                                          format_strict=False), s.run_eval)
+    else:
+        models = {"b_sft_dag": "sft", "c_rl_step": "rl_step"}
+    pipe.run("skills", s.skills(cfg, models={label: d(model) for label, model in models.items()}, data=data),
+             s.run_skills)
     pipe.run("sweep", s.sweep(cfg, d("sweep"), model=d("rl_step"), data=data), s.run_sweep)
     pipe.run("multiturn", s.multiturn(cfg, model=d("rl_step"), data=data), s.run_multiturn)
     pipe.run("probe", s.probe(cfg, d("probe"), model=d("rl_step"), data=data), s.run_probe)
-    models = {"b_sft_dag": d("sft"), "c_rl_step": d("rl_step")}
-    if not cfg.study:
-        pipe.run("skills", s.skills(cfg, models=models, data=data), s.run_skills)
-        return
-    # (a) sees as many optimizer steps (packed tokens) as (b) did: the step count is part of its config
-    pipe.run("sft_optimal", s.sft(cfg, d("sft_optimal"), model=d("cpt"), paths=data / "paths_optimal.jsonl",
-                                  text=drill, max_steps=pipe.result("sft").get("global_step", -1)), s.run_sft)
-    pipe.run("rl_outcome", s.rl(cfg, d("rl_outcome"), mode="outcome", model=d("sft"), data=data), s.run_rl)
-    models = {"a_sft_optimal": "sft_optimal", "b_sft_dag": "sft", "c_rl_step": "rl_step", "d_rl_outcome": "rl_outcome"}
-    for label, model in models.items():
-        for bounded in (False, True):
-            name = f"study_{label}_{'bounded' if bounded else 'free'}"
-            pipe.run(name, s.evaluate(cfg, d(name), model=d(model), data=data, min_steps=1 if bounded else 0,
-                                      max_steps=cfg.bounded_max_steps if bounded else None, format_strict=False),
-                     s.run_eval)
-    pipe.run("skills", s.skills(cfg, models={label: d(model) for label, model in models.items()}, data=data),
-             s.run_skills)
 
 
 def run(cfg: DemoConfig) -> dict[str, Any]:
