@@ -56,8 +56,8 @@ class DemoConfig:
     bounded_max_steps: int = opt(6, "max_steps of the step-bounds processor in the study's bounded runs")
     eval_n: int = opt(2, "samples per held-out question (pass@1 is their mean, maj@n votes); 8 for the full study")
     max_new_tokens: int = opt(800, "most tokens per completion at evaluation (a full search is up to ~900)")
-    sweep_max_steps: list[int] = opt([1, 2, 3, 4, 6, 8], "max_steps values of the step sweep")
-    sweep_min_steps: list[int] = opt([2, 4], "min_steps values of the step sweep (forcing more steps)")
+    sweep_max_steps: list[int] = opt([1, 2, 4, 6, 8], "max_steps values of the step sweep")
+    sweep_min_steps: list[int] = opt([4], "min_steps values of the step sweep (forcing more steps)")
     probe_requests: int = opt(12, "requests the latency probe sends to the demo's own server")
     study: bool = opt(True, "run the study: optimal-only SFT vs DAG SFT vs step RL vs outcome RL")
 
