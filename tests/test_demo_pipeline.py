@@ -101,9 +101,9 @@ def test_stage_key_is_plain_data_with_paths_relative_to_the_root(tmp_path):
 
 
 STAGES_BEFORE_STUDY = ["synth", "base", "cpt", "sft", "eval_sft", "rl_step", "eval_rl_step"]
-STUDY = ["sft_optimal", "rl_outcome"] + [f"study_{m}_{b}" for b in ("free", "bounded") for m in (
-    "a_sft_optimal", "b_sft_dag", "c_rl_step", "d_rl_outcome")]
-AFTER_STUDY = ["skills", "sweep", "multiturn", "probe"]
+_MODELS = ("a_sft_optimal", "b_sft_dag", "c_rl_step", "d_rl_outcome")
+STUDY = ["sft_optimal", "rl_outcome"] + [f"study_{m}_free" for m in _MODELS]
+AFTER_STUDY = ["skills", "sweep"] + [f"study_{m}_bounded" for m in _MODELS] + ["multiturn", "probe"]
 
 
 @pytest.fixture
@@ -169,7 +169,7 @@ def test_every_demo_option_reruns_its_stages_and_those_after_them(tmp_path, fake
                              "study_c_rl_step_free", "study_c_rl_step_bounded", "study_d_rl_outcome_free",
                              "study_d_rl_outcome_bounded", "skills"},
         "probe_requests": {"probe"},
-        "bounded_max_steps": {"probe"} | {s for s in STUDY if s.endswith("_bounded")},
+        "bounded_max_steps": {"probe"} | {s for s in AFTER_STUDY if s.endswith("_bounded")},
         "cpt_docs": set(STAGES_BEFORE_STUDY[1:] + STUDY + AFTER_STUDY),
         "seed": set(STAGES_BEFORE_STUDY + STUDY + AFTER_STUDY),
     }

@@ -104,17 +104,22 @@ def run_stages(cfg: DemoConfig, pipe: Any) -> None:
         pipe.run("rl_outcome", s.rl(cfg, d("rl_outcome"), mode="outcome", model=d("sft"), data=data), s.run_rl)
         models = {"a_sft_optimal": "sft_optimal", "b_sft_dag": "sft", "c_rl_step": "rl_step",
                   "d_rl_outcome": "rl_outcome"}
-        for bounded in (False, True):  # every free run first: the comparisons that matter most
-            for label, model in models.items():
-                name = f"study_{label}_{'bounded' if bounded else 'free'}"
-                pipe.run(name, s.evaluate(cfg, d(name), model=d(model), data=data, min_steps=1 if bounded else 0,
-                                          max_steps=cfg.bounded_max_steps if bounded else None,
-                                          format_strict=False), s.run_eval)
     else:
         models = {"b_sft_dag": "sft", "c_rl_step": "rl_step"}
+
+    def study(bounded: bool) -> None:
+        for label, model in models.items() if cfg.study else ():
+            name = f"study_{label}_{'bounded' if bounded else 'free'}"
+            pipe.run(name, s.evaluate(cfg, d(name), model=d(model), data=data, min_steps=1 if bounded else 0,
+                                      max_steps=cfg.bounded_max_steps if bounded else None, format_strict=False),
+                     s.run_eval)
+
+    # most telling first: the study without bounds, the skills, the sweep, then the bounded runs
+    study(bounded=False)
     pipe.run("skills", s.skills(cfg, models={label: d(model) for label, model in models.items()}, data=data),
              s.run_skills)
     pipe.run("sweep", s.sweep(cfg, d("sweep"), model=d("rl_step"), data=data), s.run_sweep)
+    study(bounded=True)
     pipe.run("multiturn", s.multiturn(cfg, model=d("rl_step"), data=data), s.run_multiturn)
     pipe.run("probe", s.probe(cfg, d("probe"), model=d("rl_step"), data=data), s.run_probe)
 
