@@ -157,7 +157,7 @@ def op_step(state: State | list[int], op: Op, target: int, rng: Any = None, deci
         items = " ".join(f"{_move(q)} ({target}? {'yes' if hit else 'no'})" for q, hit in checks)
         thought = f"{_move(op)}. {hi},{lo}: {items}"
         hit_op = next((q for q, hit in checks if hit), None)
-        reflection = (f"{_move(hit_op)} reaches {target}." if hit_op else f"No result is {target}.")
+        reflection = checks_reflection(_move(hit_op) if hit_op else None, target)
         left = [hi, lo]
     elif len(left) == 1:
         thought = f"{_move(op)} ({target}? {'yes' if c == target else 'no'})"
@@ -238,13 +238,19 @@ def search_path(numbers: list[int], target: int) -> tuple[list[Step], str] | Non
     return steps, expression(numbers, ops) or ""
 
 
+def checks_reflection(hit: str | None, target: int) -> str:
+    """The reflection after a step's checks: the first hit ("12*3=36") reaches the target, or none does.
+    (The drill text writes the same sentence, `steiner.countdown.text`.)"""
+    return f"{hit} reaches {target}." if hit else f"No result is {target}."
+
+
 def dead_end_reflection(state: State, target: int, rng: Any = None) -> str | None:
     """Why a line ending in ``state`` fails, as a step that reached it shows it; None for a state of
     three or more numbers, whose failure a single step cannot show."""
     if len(state) == 1:
         return f"{state[0]} is not {target}."
     if len(state) == 2:
-        return f"No result is {target}."
+        return checks_reflection(None, target)
     return None
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import random
 
 from steiner.countdown.solver import OPS, Op, apply_op
+from steiner.countdown.steps import checks_reflection
 
 
 def arithmetic_facts(number_range: tuple[int, int] | list[int] = (1, 12)) -> list[Op]:
@@ -69,6 +70,6 @@ def arithmetic_documents(n: int, seed: int = 0, *, number_range: tuple[int, int]
                 items.append(f"{a}{o}{b}={c} ({t}? {'yes' if c == t else 'no'})")
                 if c == t and hit is None:
                     hit = f"{a}{o}{b}={c}"
-            parts.append(" ".join(items) + (f" {hit} reaches {t}." if hit else f" No result is {t}."))
+            parts.append(" ".join(items) + " " + checks_reflection(hit, t))
         docs.append(f"make {t}. " + " ".join(parts))
     return docs
