@@ -8,7 +8,11 @@ token from the ones before it. The tokens are sorted by the skill they test:
 - ``state``: the numbers left, in the thought ("32,7:") and the summary ("remaining: 32,7");
 - ``target_check``: the target copied into a check ("(39?");
 - ``target_reflection``: the target written after words ("No result is 39.", "reaches 39.");
-- ``verdict``: the "yes" / "no" of a check.
+- ``verdict``: the "yes" / "no" of a check;
+- ``move``: a step's name, the move the search tries next ("8*4", "Back to step 0: 7+4"): the order of
+  the search, learned or not;
+- ``answer``: the expression a hit's reflection writes ("reaches 39: (8 * 4) + 7.") and the answer
+  after the reasoning, which copies it.
 
 Each skill's figure is the share of its tokens the model's most likely token gets right. Free
 generation compounds a miss -- the next check copies the wrong target from the last one -- so these
@@ -29,7 +33,7 @@ from steiner.format import ReasoningPath, render, step_to_dict
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-SKILLS = ("arithmetic", "state", "target_check", "target_reflection", "verdict")
+SKILLS = ("arithmetic", "state", "target_check", "target_reflection", "verdict", "move", "answer")
 
 _FIELD = r"<\|reasoning_step_{0}_start\|>(.*?)<\|reasoning_step_{0}_end\|>"
 _PATTERNS: dict[str, tuple[str, str]] = {  # skill: (step field, pattern whose groups are the tested spans)
@@ -37,8 +41,11 @@ _PATTERNS: dict[str, tuple[str, str]] = {  # skill: (step field, pattern whose g
     "state": ("thought", r"\. (\d+),(\d+):"),
     "target_check": ("thought", r"\((\d+)\?"),
     "verdict": ("thought", r"\? (yes|no)\)"),
-    "target_reflection": ("reflection", r"(?:No result is|reaches|is not) (\d+)\."),
+    "target_reflection": ("reflection", r"(?:No result is|reaches|is not) (\d+)[.:]"),
+    "move": ("name", r"^(?:Back to step \d+: )?(.+)$"),
+    "answer": ("reflection", r"reaches \d+: (.+)\.$"),
 }
+_FINAL_ANSWER = r"<\|reasoning_end\|>(.+?)(?:<\||$)"
 _SUMMARY_STATE = r"remaining: (\d+)(?:,(\d+))?(?:,(\d+))?(?:,(\d+))?"
 
 
@@ -56,6 +63,8 @@ def skill_spans(text: str) -> list[tuple[int, int, str]]:
     for skill, (field, pattern) in _PATTERNS.items():
         add(field, pattern, skill)
     add("summary", _SUMMARY_STATE, "state")
+    for m in re.finditer(_FINAL_ANSWER, text, re.S):
+        spans.append((m.start(1), m.end(1), "answer"))
     return sorted(spans)
 
 

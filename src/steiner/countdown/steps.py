@@ -8,6 +8,12 @@ prose) and every judgment in it can be checked from the text itself:
     summary     8*7=56; remaining: 56,4
     reflection  No result is 39.
 
+A step whose checks hit writes the answer its line makes in the reflection, the move substituted
+into the hit (``32+7=39 reaches 39: (8 * 4) + 7.``), so the answer after the reasoning is a copy of
+the last reflection, not a substitution across the whole trace. (Before, 16% of the demo model's
+samples reached the target and then wrote the answer wrong, e.g. the op of an earlier step.) With
+three numbers that is the whole answer; with more, the moves before the step stay as their results.
+
 When a move leaves two numbers, the thought writes out every result of those two (larger first, in
 the order + - * /, stopping at the first hit) and compares each with the target explicitly
 ("(39? no)"), so abandoning the move after it is justified by what the trace shows, and the model
@@ -157,7 +163,8 @@ def op_step(state: State | list[int], op: Op, target: int, rng: Any = None, deci
         items = " ".join(f"{_move(q)} ({target}? {'yes' if hit else 'no'})" for q, hit in checks)
         thought = f"{_move(op)}. {hi},{lo}: {items}"
         hit_op = next((q for q, hit in checks if hit), None)
-        reflection = checks_reflection(_move(hit_op) if hit_op else None, target)
+        answer = expression(state_of(state) if order is None else order, [op, hit_op]) if hit_op else None
+        reflection = checks_reflection(_move(hit_op) if hit_op else None, target, answer)
         left = [hi, lo]
     elif len(left) == 1:
         thought = f"{_move(op)} ({target}? {'yes' if c == target else 'no'})"
@@ -238,10 +245,13 @@ def search_path(numbers: list[int], target: int) -> tuple[list[Step], str] | Non
     return steps, expression(numbers, ops) or ""
 
 
-def checks_reflection(hit: str | None, target: int) -> str:
-    """The reflection after a step's checks: the first hit ("12*3=36") reaches the target, or none does.
-    (The drill text writes the same sentence, `steiner.countdown.text`.)"""
-    return f"{hit} reaches {target}." if hit else f"No result is {target}."
+def checks_reflection(hit: str | None, target: int, answer: str | None = None) -> str:
+    """The reflection after a step's checks: the first hit ("12*3=36") reaches the target, with the
+    ``answer`` it makes when given ("12*3=36 reaches 36: (12 * 1) * 3."), or none does. (The drill
+    text writes the same sentence without an answer, `steiner.countdown.text`.)"""
+    if not hit:
+        return f"No result is {target}."
+    return f"{hit} reaches {target}: {answer}." if answer else f"{hit} reaches {target}."
 
 
 def dead_end_reflection(state: State, target: int, rng: Any = None) -> str | None:
