@@ -1,4 +1,5 @@
-"""The logits processors measured three ways: call time, generation speed, and well-formed share.
+"""The logits processors measured three ways: call time, generation speed, and well-formed share;
+and generation speed by KV cache.
 
     .venv/bin/python benchmarks/logits_processor.py [--model DIR] [--sections micro,speed,quality]
 
@@ -14,6 +15,9 @@ the machine may be shared).
 quality: the share of completions that end with eos and parse with no problem, at temperature 1.0
 and 1.5, with and without a system prompt, with and without the format processor (``--samples``
 per cell, ``--tokens`` budget).
+
+cache: `steiner.infer.generate` tokens/s at batch 32 with the format processor, transformers' dynamic
+KV cache against the static one (``--sections cache``, not in the default set).
 
 micro: for completion lengths 100, 1000 and 4000 (batch 8), it replays consecutive decoding calls over a
 synthetic completion (steps of ~80 tokens) and prints microseconds per call for:
@@ -199,6 +203,24 @@ def speed(model, tok, tokens: int = 128, rounds: int = 3, batches: tuple[int, ..
              "overhead": statistics.median(share[b, kind])} for b in batches for kind in kinds]
 
 
+def cache_speed(model, tok, tokens: int = 400, rounds: int = 3, batch: int = 32) -> list[dict]:
+    """`steiner.infer.generate` tokens/s with transformers' dynamic KV cache (grows by concatenation:
+    every token re-copies the whole cache) and the static one (preallocated, written in place), same
+    batch, seeds and format processor, rounds interleaved and the best kept."""
+    from steiner.infer import generate
+
+    convo = [{"role": "user", "content": QUESTION}]
+    best: dict[str, float] = {}
+    for r in range(rounds):
+        for impl in ("dynamic", "static"):
+            t0 = time.perf_counter()
+            [gens] = generate(model, tok, [convo], n=batch, batch_size=batch, max_new_tokens=tokens, temperature=1.0,
+                              seed=r, format_strict=True, cache_implementation=impl)
+            dt = time.perf_counter() - t0
+            best[impl] = max(best.get(impl, 0.0), sum(len(g.token_ids) for g in gens) / dt)
+    return [{"cache": impl, "tok_s": best[impl], "vs_dynamic": best[impl] / best["dynamic"]} for impl in best]
+
+
 def quality(model, tok, samples: int = 32, tokens: int = 128, seed: int = 0) -> list[dict]:
     """Well-formed share per temperature x system prompt x processor."""
     from steiner.infer import generate
@@ -227,7 +249,7 @@ def main(argv: list[str] | None = None) -> int:
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default=None, help="save_pretrained folder (default: a random demo-shaped model)")
-    ap.add_argument("--sections", default="speed,quality,micro", help="which tables: speed, quality, micro")
+    ap.add_argument("--sections", default="speed,quality,micro", help="which tables: speed, quality, micro, cache")
     ap.add_argument("--tokens", type=int, default=128, help="new tokens per completion (speed, quality)")
     ap.add_argument("--rounds", type=int, default=3, help="speed: interleaved rounds, best kept")
     ap.add_argument("--samples", type=int, default=32, help="quality: completions per cell")
@@ -238,7 +260,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(a.threads)
     sections = set(a.sections.split(","))
     console = Console(width=120)
-    if sections & {"speed", "quality"}:
+    if sections & {"speed", "quality", "cache"}:
         model, tok, what = load_or_build(a.model)
     if "speed" in sections:
         t = Table(title=f"generation tokens/s, {what}, {a.tokens} new tokens, {a.threads} thread(s)")
@@ -248,6 +270,13 @@ def main(argv: list[str] | None = None) -> int:
             none = r["processor"] == "none"
             t.add_row(str(r["batch"]), r["processor"], f"{r['tok_s']:.0f}", "-" if none else f"{100 * r['vs_none']:+.1f}%",
                       "-" if none else f"{100 * r['overhead']:.1f}%")
+        console.print(t)
+    if "cache" in sections:
+        t = Table(title=f"generate() tokens/s by KV cache, {what}, batch 32, up to {a.tokens} new tokens, format processor")
+        for col in ("cache", "tokens/s (best)", "x dynamic"):
+            t.add_column(col, justify="right")
+        for r in cache_speed(model, tok, a.tokens, a.rounds):
+            t.add_row(r["cache"], f"{r['tok_s']:.0f}", f"{r['vs_dynamic']:.2f}")
         console.print(t)
     if "quality" in sections:
         t = Table(title=f"well-formed completions (eos within {a.tokens} tokens, no parse problem), {what}")

@@ -87,6 +87,7 @@ def generate(
     n: int = 1,
     batch_size: int = 16,
     stop: list[str] | None = None,
+    cache_implementation: str | None = "auto",
     **decode: Any,
 ) -> list[list[Generation]]:
     """Sample ``n`` completions per conversation; result[i][j] is sample j of conversation i.
@@ -96,6 +97,10 @@ def generate(
     template (``add_generation_prompt=True``), left padded and generated ``batch_size`` rows at a
     time. The logits processors come from `make_processors`. ``stop`` strings end a completion early
     (the stop string is not included).
+
+    ``cache_implementation`` is transformers' KV cache: ``"auto"`` takes ``"static"`` on a CPU (a
+    growing cache re-copies every key and value on every token: 1.5x slower for the demo's model, see
+    benchmarks/logits_processor.py --sections cache) and the library's default elsewhere.
     """
     import torch
     from transformers import LogitsProcessorList
@@ -120,6 +125,9 @@ def generate(
             torch.cuda.manual_seed_all(seed)
     sampling = dict(do_sample=True, temperature=temperature, top_p=top_p, top_k=0) if temperature > 0 else dict(
         do_sample=False, temperature=None, top_p=None, top_k=None)
+    if cache_implementation == "auto":
+        cache_implementation = "static" if device.type == "cpu" else None
+    cache = {"cache_implementation": cache_implementation} if cache_implementation else {}
     was_training = model.training
     model.eval()
     out: list[Generation] = []
@@ -139,6 +147,7 @@ def generate(
                     stop_strings=list(stop) if stop else None,
                     tokenizer=tokenizer if stop else None,
                     **sampling,
+                    **cache,
                 )
             width = enc["input_ids"].shape[1]
             for row in seqs[:, width:].tolist():

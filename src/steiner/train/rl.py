@@ -130,6 +130,8 @@ class RLConfig(StepRewardConfig, TrainConfig):
             num_iterations=self.ppo_epochs,
             steps_per_generation=self.questions_per_step * self.num_generations // self.per_device_batch_size,
         )
+        if kw.get("use_cpu"):  # a preallocated KV cache: a growing one re-copies itself every token on a CPU
+            kw["cache_implementation"] = "static"
         kw.update(self.trl)
         try:
             return GRPOConfig(**kw)
