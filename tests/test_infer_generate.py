@@ -45,6 +45,21 @@ def test_generate_seed_is_reproducible_and_greedy_is_deterministic(tiny_model, t
     assert g1[0][0].text.startswith("<|reasoning_start|>")
 
 
+def test_generate_refill_matches_one_pass_and_keeps_the_processors_on_track(tiny_model, tiny_tokenizer):
+    # greedy, 5 rows through a batch of 2: refilled every 3 tokens (finished rows leave, waiting ones
+    # join, rows going on are fed again) the completions are the ones a single pass per batch writes;
+    # the format processor still sees where each completion started (max_steps, the token budget)
+    convs = [CONVS[i % 2] + [{"role": "user", "content": "x" * i}] for i in range(5)]
+    kw = dict(max_new_tokens=40, temperature=0, format_strict=True, max_steps=2, max_reasoning_tokens=25,
+              batch_size=2)
+    one = generate(tiny_model, tiny_tokenizer, convs, refill_tokens=None, cache_implementation=None, **kw)
+    refilled = generate(tiny_model, tiny_tokenizer, convs, refill_tokens=3, **kw)
+    assert [[g.token_ids for g in r] for r in refilled] == [[g.token_ids for g in r] for r in one]
+    assert all(g.path.ok and 1 <= len(g.path.steps) <= 2 and g.reasoning_tokens <= 25 for r in refilled for g in r)
+    with pytest.raises(ValueError, match="refill_tokens"):
+        generate(tiny_model, tiny_tokenizer, convs, refill_tokens=0, **kw)
+
+
 def test_generate_stop_strings(tiny_model, tiny_tokenizer):
     res = generate(tiny_model, tiny_tokenizer, CONVS[:1], max_new_tokens=30, seed=1, format_strict=True,
                    stop=["<|reasoning_step_name_start|>"])

@@ -88,14 +88,18 @@ def generate(
     batch_size: int = 16,
     stop: list[str] | None = None,
     cache_implementation: str | None = "auto",
+    refill_tokens: int | None = 64,
     **decode: Any,
 ) -> list[list[Generation]]:
     """Sample ``n`` completions per conversation; result[i][j] is sample j of conversation i.
 
     ``options`` (`DecodeOptions`) says how to sample; its fields may instead be given as keywords
     (``max_new_tokens=64, temperature=0.7, ...``). Prompts are rendered with the tokenizer's chat
-    template (``add_generation_prompt=True``), left padded and generated ``batch_size`` rows at a
-    time. The logits processors come from `make_processors`. ``stop`` strings end a completion early
+    template (``add_generation_prompt=True``) and generated ``batch_size`` rows at a time, left padded.
+    Every ``refill_tokens`` new tokens the finished rows leave the batch and waiting ones take their
+    place (the rows still going are fed again, prompt + completion so far): a batch no longer runs as
+    long as its longest row while the others idle (None: one pass per batch). The logits processors
+    come from `make_processors`, told where each row's completion starts. ``stop`` strings end a completion early
     (the stop string is not included).
 
     ``cache_implementation`` is transformers' KV cache: ``"auto"`` takes ``"static"`` on a CPU (a
@@ -112,10 +116,14 @@ def generate(
     for name, value in (("n", n), ("batch_size", batch_size)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+    if refill_tokens is not None and (isinstance(refill_tokens, bool) or not isinstance(refill_tokens, int)
+                                      or refill_tokens < 1):
+        raise ValueError(f"refill_tokens must be an integer >= 1 or None, got {refill_tokens!r}")
     max_new_tokens, temperature, top_p, seed = (options.max_new_tokens, options.temperature, options.top_p,
                                                 options.seed)
     prompts = render_prompts(tokenizer, conversations)
-    rows = [p for p in prompts for _ in range(n)]
+    prompt_ids = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
+    rows = [i for i in range(len(prompts)) for _ in range(n)]  # row -> its prompt
     eos_ids = [tokenizer.eos_token_id]
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     device = next(model.parameters()).device
@@ -128,19 +136,32 @@ def generate(
     if cache_implementation == "auto":
         cache_implementation = "static" if device.type == "cpu" else None
     cache = {"cache_implementation": cache_implementation} if cache_implementation else {}
+    chunk = min(refill_tokens or max_new_tokens, max_new_tokens)
+    completions: list[list[int]] = [[] for _ in rows]
+    pending = list(range(len(rows)))[::-1]  # popped from the end: rows in order
+    active: list[int] = []
     was_training = model.training
     model.eval()
-    out: list[Generation] = []
     try:
-        for b in range(0, len(rows), batch_size):
-            chunk = rows[b : b + batch_size]
-            enc = tokenizer(chunk, return_tensors="pt", padding=True, padding_side="left", add_special_tokens=False)
-            enc = {k: v.to(device) for k, v in enc.items()}
-            processors = make_processors(tokenizer, options)
+        while pending or active:
+            while len(active) < batch_size and pending:
+                active.append(pending.pop())
+            seqs_in = [prompt_ids[rows[r]] + completions[r] for r in active]
+            width = max(len(x) for x in seqs_in)
+            input_ids = torch.full((len(active), width), pad_id, dtype=torch.long)
+            attention = torch.zeros((len(active), width), dtype=torch.long)
+            for k, x in enumerate(seqs_in):
+                input_ids[k, width - len(x):] = torch.tensor(x, dtype=torch.long)
+                attention[k, width - len(x):] = 1
+            # where each row's completion starts in the padded batch (the processors count from there)
+            starts = [width - len(x) + len(prompt_ids[rows[r]]) for r, x in zip(active, seqs_in, strict=True)]
+            left = [max_new_tokens - len(completions[r]) for r in active]
+            processors = make_processors(tokenizer, options, prompt_lengths=starts)
             with torch.inference_mode():
                 seqs = model.generate(
-                    **enc,
-                    max_new_tokens=max_new_tokens,
+                    input_ids=input_ids.to(device),
+                    attention_mask=attention.to(device),
+                    max_new_tokens=min(chunk, max(left)),
                     logits_processor=LogitsProcessorList(processors),
                     eos_token_id=eos_ids,
                     pad_token_id=pad_id,
@@ -149,9 +170,19 @@ def generate(
                     **sampling,
                     **cache,
                 )
-            width = enc["input_ids"].shape[1]
-            for row in seqs[:, width:].tolist():
-                out.append(make_generation(tokenizer, row, stop=stop, eos_ids=eos_ids))
+            still = []
+            for r, new, budget in zip(active, seqs[:, width:].tolist(), left, strict=True):
+                new = new[:budget]
+                end = next((j for j, t in enumerate(new) if t in eos_ids), None)
+                completions[r] += new if end is None else new[: end + 1]
+                finished = end is not None or len(completions[r]) >= max_new_tokens or len(new) < min(chunk, budget)
+                if not finished and stop:
+                    text = tokenizer.decode(completions[r], skip_special_tokens=False)
+                    finished = any(s and s in text for s in stop)
+                if not finished:
+                    still.append(r)
+            active = still
     finally:
         model.train(was_training)
+    out = [make_generation(tokenizer, c, stop=stop, eos_ids=eos_ids) for c in completions]
     return [out[i * n : (i + 1) * n] for i in range(len(conversations))]
