@@ -308,6 +308,10 @@ def test_rl_step_maps_to_trl_updates(tmp_path):
     g = cfg.grpo_config()
     assert (g.steps_per_generation, g.num_iterations, g.max_steps, g.save_steps) == (4, 2, 40, 20)
     assert g.generation_batch_size == 32
+    # on a CPU the completions are sampled with a preallocated KV cache; a trl option still wins
+    assert g.cache_implementation == "static"
+    assert RLConfig(model="m", dags="d", use_cpu=True, trl={"cache_implementation": None}
+                    ).grpo_config().cache_implementation is None
     with pytest.raises(ConfigError, match="per_device_batch_size.*must divide"):
         RLConfig(model="m", dags="d", num_generations=4, questions_per_step=1, per_device_batch_size=3)
 
