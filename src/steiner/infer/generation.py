@@ -96,9 +96,10 @@ def generate(
     ``options`` (`DecodeOptions`) says how to sample; its fields may instead be given as keywords
     (``max_new_tokens=64, temperature=0.7, ...``). Prompts are rendered with the tokenizer's chat
     template (``add_generation_prompt=True``) and generated ``batch_size`` rows at a time, left padded.
-    Every ``refill_tokens`` new tokens the finished rows leave the batch and waiting ones take their
-    place (the rows still going are fed again, prompt + completion so far): a batch no longer runs as
-    long as its longest row while the others idle (None: one pass per batch). The logits processors
+    After each pass of at least ``refill_tokens`` new tokens (and at least as many as the longest
+    completion so far) the finished rows leave the batch and waiting ones take their place (the rows
+    still going are fed again, prompt + completion so far): a batch no longer runs as long as its
+    longest row while the others idle (None: one pass per batch). The logits processors
     come from `make_processors`, told where each row's completion starts. ``stop`` strings end a completion early
     (the stop string is not included).
 
@@ -156,12 +157,17 @@ def generate(
             # where each row's completion starts in the padded batch (the processors count from there)
             starts = [width - len(x) + len(prompt_ids[rows[r]]) for r, x in zip(active, seqs_in, strict=True)]
             left = [max_new_tokens - len(completions[r]) for r in active]
+            # a pass runs at least as long as the longest completion so far: every refill feeds the rows
+            # again, so the passes grow geometrically and the re-feeding costs about two prompt passes
+            # over the final lengths (fixed 64-token passes re-fed 800-token rows 12 times: slower than
+            # not refilling at all)
+            steps = min(max(chunk, max(len(completions[r]) for r in active)), max(left))
             processors = make_processors(tokenizer, options, prompt_lengths=starts)
             with torch.inference_mode():
                 seqs = model.generate(
                     input_ids=input_ids.to(device),
                     attention_mask=attention.to(device),
-                    max_new_tokens=min(chunk, max(left)),
+                    max_new_tokens=steps,
                     logits_processor=LogitsProcessorList(processors),
                     eos_token_id=eos_ids,
                     pad_token_id=pad_id,
@@ -175,7 +181,7 @@ def generate(
                 new = new[:budget]
                 end = next((j for j, t in enumerate(new) if t in eos_ids), None)
                 completions[r] += new if end is None else new[: end + 1]
-                finished = end is not None or len(completions[r]) >= max_new_tokens or len(new) < min(chunk, budget)
+                finished = end is not None or len(completions[r]) >= max_new_tokens or len(new) < min(steps, budget)
                 if not finished and stop:
                     text = tokenizer.decode(completions[r], skip_special_tokens=False)
                     finished = any(s and s in text for s in stop)
