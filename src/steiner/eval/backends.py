@@ -88,11 +88,8 @@ class LocalBackend:
     def run(self, requests: list[Request], settings: GenSettings, on_output: OnOutput) -> None:
         from steiner.infer import generate
 
-        # 8 batches' worth per call: rows that finish early make room for waiting ones (generate's refill);
-        # outputs are kept (and a run resumes) call by call
-        group = self.batch_size * 8
-        for start in range(0, len(requests), group):
-            chunk = requests[start : start + group]
+        for start in range(0, len(requests), self.batch_size):
+            chunk = requests[start : start + self.batch_size]
             # the seed depends on which samples the chunk holds, not on what a previous run left
             first = chunk[0]
             seed = (settings.seed * 1_000_003 + zlib.crc32(f"{first.question_id}:{first.sample}".encode())) % 2**31

@@ -88,7 +88,7 @@ def generate(
     batch_size: int = 16,
     stop: list[str] | None = None,
     cache_implementation: str | None = "auto",
-    refill_tokens: int | None = 64,
+    refill_tokens: int | None = None,
     **decode: Any,
 ) -> list[list[Generation]]:
     """Sample ``n`` completions per conversation; result[i][j] is sample j of conversation i.
@@ -96,10 +96,11 @@ def generate(
     ``options`` (`DecodeOptions`) says how to sample; its fields may instead be given as keywords
     (``max_new_tokens=64, temperature=0.7, ...``). Prompts are rendered with the tokenizer's chat
     template (``add_generation_prompt=True``) and generated ``batch_size`` rows at a time, left padded.
-    After each pass of at least ``refill_tokens`` new tokens (and at least as many as the longest
-    completion so far) the finished rows leave the batch and waiting ones take their place (the rows
-    still going are fed again, prompt + completion so far): a batch no longer runs as long as its
-    longest row while the others idle (None: one pass per batch). The logits processors
+    With ``refill_tokens`` set, after each pass of at least that many new tokens (and at least as many
+    as the longest completion so far) the finished rows leave the batch and waiting ones take their
+    place, the rows still going fed again (prompt + completion so far). Off by default: measured
+    slower here, 313 against 758 tokens/s with the static cache, where every row ran to the budget
+    (benchmarks/logits_processor.py --sections cache). The logits processors
     come from `make_processors`, told where each row's completion starts. ``stop`` strings end a completion early
     (the stop string is not included).
 
