@@ -9,7 +9,6 @@ state it starts from, the result must be right under Countdown rules, and a stat
 
 from __future__ import annotations
 
-import functools
 import random
 import re
 from typing import Any
@@ -135,7 +134,7 @@ class CountdownDomain(Domain):
         op = parse_op(step)
         if not order or op is None:
             return None
-        return _move_ranks(tuple(order)).get(op)
+        return next((i for i, (o, _) in enumerate(ordered_moves(list(order))) if o == op), None)
 
     def dead_state(self, record: dict[str, Any], step: Step) -> bool | None:
         state = parse_state(step_key(step))
@@ -145,13 +144,3 @@ class CountdownDomain(Domain):
         from steiner.countdown.teacher import BuiltinCountdownTeacher
 
         return BuiltinCountdownTeacher(**options)
-
-
-@functools.lru_cache(maxsize=1 << 16)
-def _move_ranks(order: tuple[int, ...]) -> dict[Any, int]:
-    """Each move's place in `ordered_moves` from ``order`` (the first, if a move repeats); cached, since
-    the sampler ranks every successor of every node it walks through (half of its time, uncached)."""
-    ranks: dict[Any, int] = {}
-    for i, (op, _) in enumerate(ordered_moves(list(order))):
-        ranks.setdefault(op, i)
-    return ranks
