@@ -18,8 +18,7 @@ per cell, ``--tokens`` budget).
 
 cache: `steiner.infer.generate` tokens/s, 96 completions at batch 32 with the format processor:
 transformers' dynamic KV cache against the static one, one pass per batch against refilling every 64
-tokens (``--sections cache``, not in the default set; use ``--model`` with a trained model, whose
-completions differ in length).
+tokens (``--sections cache``, not in the default set; ``--model`` takes a trained model).
 
 micro: for completion lengths 100, 1000 and 4000 (batch 8), it replays consecutive decoding calls over a
 synthetic completion (steps of ~80 tokens) and prints microseconds per call for:
@@ -210,8 +209,8 @@ def cache_speed(model, tok, tokens: int = 400, rounds: int = 3, batch: int = 32,
     dynamic KV cache (grows by concatenation: every token re-copies the whole cache) against the static
     one (preallocated, written in place), each in one pass per batch and refilled every 64 tokens
     (finished rows leave, waiting ones join); same seeds and format processor, rounds interleaved, the
-    best kept. Refilling pays where completions differ in length (a trained model's searches), not
-    for a random model, which runs every row to the budget."""
+    best kept. Refilling can only pay where completions differ in length; where rows run to the budget
+    it costs the re-feeding (measured: 313 against 758 tokens/s, docs/infer.md), which is why it is off."""
     from steiner.infer import generate
 
     convo = [{"role": "user", "content": QUESTION}]
