@@ -14,6 +14,7 @@ completion)` for an evaluation item; both end in `grade_answer`.
 
 from __future__ import annotations
 
+import functools
 import re
 import string
 import threading
@@ -150,9 +151,16 @@ def _mv_timeout() -> int | None:
 
 
 def _mv_parse(text: str) -> list:
+    return list(_mv_parse_cached(text, _mv_timeout()))
+
+
+@functools.lru_cache(maxsize=4096)
+def _mv_parse_cached(text: str, timeout: int | None) -> tuple:
+    # memoised: synthesis grades every continuation of a question against the same gold answer, and a
+    # parse costs ~14 ms (half of the embedding benchmark's grading time was re-parsing the gold)
     from math_verify import parse
 
-    return parse(text, parsing_timeout=_mv_timeout())
+    return tuple(parse(text, parsing_timeout=timeout))
 
 
 def _as_latex(gold: str) -> str:
