@@ -269,7 +269,7 @@ def test_rl_two_processes_end_with_equal_weights(tiny_model_dir, rl_data, tmp_pa
 
 @pytest.mark.parametrize("field,value", [("num_generations", 1), ("clip_eps", 0.0), ("kl_coef", -0.1),
                                          ("ppo_epochs", 0), ("temperature", 0.0), ("max_new_tokens", 0),
-                                         ("adv_std_floor", -1.0)])
+                                         ("adv_std_floor", -1.0), ("step_credit", "sum")])
 def test_config_out_of_range_names_the_field(field, value, tmp_path):
     with pytest.raises(ConfigError, match=field):
         RLConfig(model="m", dags=str(tmp_path / "d.jsonl"), **{field: value})

@@ -32,6 +32,36 @@ def test_step_span_includes_its_decision_token():
     assert adv.tolist() == [11.5, 11.5, 11.5, 11.5, 10.5, 10.5, 10.5, 10.5, 0.5]
 
 
+def test_local_credit_lands_on_the_steps_own_tokens():
+    ids = [S, 5, E, P, S, 6, E, END, 9]
+    adv = token_advantages([1.0, 10.0], 0.5, [3, 7], len(ids), credit="local")
+    assert adv.tolist() == [1.5, 1.5, 1.5, 1.5, 10.5, 10.5, 10.5, 10.5, 0.5]
+    with pytest.raises(ValueError, match="credit"):
+        token_advantages([1.0], 0.0, [3], 4, credit="sum")
+
+
+def test_local_credit_does_not_make_a_false_early_stop_beat_an_honest_search():
+    """The session-20 exploit, by hand (unscaled). Completion A stops at step 2 with a false hit: a dead
+    end backtracked (-0.1), then a blind dead end (-1.0). Completion B goes on honestly -- two dead ends
+    backtracked -- then slips twice (unmatched, -1.5 each). Per-index baselines: step 1 mean -0.1 (both
+    0); step 2 mean (-1.0 - 0.1) / 2 = -0.55: A -0.45, B +0.45; steps 3-4: B against A's 0: -0.75 each.
+    Sum-to-go puts B's later slips on its honest step 2 (0.45 - 1.5 = -1.05 < A's -0.45): going on is
+    pushed down harder than stopping with a false claim. Local credit keeps B's step 2 at +0.45, above
+    A's -0.45, and charges the slips to the slips."""
+    a_ids = [S, 5, E, B, S, T.name_start, 20, N_END, 6, E, END, 9]
+    b_ids = [S, 5, E, B, S, T.name_start, 20, N_END, 6, E, B, S, T.name_start, 21, N_END, 7, E, P,
+             S, 8, E, P]
+    steps = [[-0.1, -1.0], [-0.1, -0.1, -1.5, -1.5]]
+    credits, seq = group_step_credits(steps, [0.0, 0.0], scale=False)
+    assert credits[0] == pytest.approx([0.0, -0.45]) and credits[1] == pytest.approx([0.0, 0.45, -0.75, -0.75])
+    a_step2, b_step2 = 8, 8  # the move token of step 2 in both completions
+    to_go = process_advantages(steps, [0.0, 0.0], [a_ids, b_ids], T, scale=False)
+    local = process_advantages(steps, [0.0, 0.0], [a_ids, b_ids], T, scale=False, credit="local")
+    assert to_go[0][a_step2].item() == pytest.approx(-0.45) and to_go[1][b_step2].item() == pytest.approx(-1.05)
+    assert local[0][a_step2].item() == pytest.approx(-0.45) and local[1][b_step2].item() == pytest.approx(0.45)
+    assert local[1][-1].item() == pytest.approx(-0.75)  # the last slip carries its own credit only
+
+
 def test_backtrack_credit_reaches_the_backtrack_token_and_back_to_text():
     # step 1 proceeds, step 2 backtracks, step 3's name is "Back to step 1: ..." (tokens 20, 21)
     ids = [S, 5, E, P, S, 6, E, B, S, T.name_start, 20, 21, N_END, 7, E, END, 9]

@@ -2,7 +2,8 @@
 
 DeepSeekMath's process supervision (section 4.1.3) normalises the step rewards of a group's G
 completions together and gives each token the sum of the normalised rewards of the steps that end at
-or after it. We keep the sum-to-go and change three things, each fixing a measured defect:
+or after it. We keep the sum-to-go (by default) and change three things, each fixing a measured defect,
+and offer a fourth:
 
 - **Baseline per step index.** Step k of completion i is centred on the mean of the k-th step rewards
   of the group (a completion with fewer steps counts 0 there): ``c_ik = r_ik - mean_j r_jk``.
@@ -14,6 +15,13 @@ or after it. We keep the sum-to-go and change three things, each fixing a measur
   RMS of the centred step rewards, std_floor)``. The floor (in reward units) keeps differences smaller
   than a degree bonus small instead of blowing them up to unit size; ``scale=False`` divides by nothing
   (Dr. GRPO).
+- **Where a step's credit lands** (``credit``). ``"to_go"`` (DeepSeekMath): on every token up to the
+  step's end, so a token carries the credits of its own step and of every later one. ``"local"``: only
+  on the step's own tokens (from the previous step's end), so a slip late in a search is charged to
+  the slip, not to the correct moves before it. Measured (docs/demo.md, session 20): with sum-to-go
+  at learning rate 2e-4, a search that went on and slipped later charged its early correct steps with
+  every later unmatched step, so stopping early with a false hit (one blind dead end) looked better
+  than going on, and held-out pass@1 fell from 0.485 to 0.273 while the mean reward rose.
 - **Spans.** A step ends at its decision token (proceed / backtrack / reasoning_end right after its
   ``<|reasoning_step_end|>``), so the decision is credited with the step it closes. A step that
   backtracks ends at the next step's ``<|reasoning_step_name_end|>``: its credit also reaches the
@@ -32,6 +40,9 @@ if TYPE_CHECKING:
     import torch
 
     from steiner.tokenizer import ReasoningTokenIds
+
+
+CREDITS = ("to_go", "local")
 
 
 def _centre(values: Sequence[float]) -> list[float]:
@@ -120,16 +131,22 @@ def group_step_credits(
     return credits, seq
 
 
-def token_advantages(credits: Sequence[float], seq_credit: float, ends: Sequence[int], length: int) -> torch.Tensor:
+def token_advantages(credits: Sequence[float], seq_credit: float, ends: Sequence[int], length: int,
+                     credit: str = "to_go") -> torch.Tensor:
     """Advantages of one completion's ``length`` tokens: ``seq_credit`` everywhere, plus each step's credit
-    on every token at or before that step's end (``ends`` from `step_spans`)."""
+    on every token at or before that step's end (``credit="to_go"``), or only on the step's own tokens,
+    after the previous step's end (``"local"``); ``ends`` from `step_spans`."""
     import torch
 
     if len(credits) != len(ends):
         raise ValueError(f"{len(credits)} step credits for {len(ends)} step spans")
+    if credit not in CREDITS:
+        raise ValueError(f"credit must be one of {CREDITS}, got {credit!r}")
     adv = torch.full((length,), float(seq_credit), dtype=torch.float32)
+    start = 0
     for end, c in zip(ends, credits, strict=True):
-        adv[: end + 1] += c
+        adv[(start if credit == "local" else 0) : end + 1] += c
+        start = max(start, end + 1)
     return adv
 
 
@@ -142,6 +159,7 @@ def process_advantages(
     sequence_weight: float = 1.0,
     scale: bool = True,
     std_floor: float = 0.1,
+    credit: str = "to_go",
 ) -> list[torch.Tensor]:
     """Token advantages of a group of G completions of one question: G float tensors, one per completion,
     of shape (len(completion_ids[i]),). Composes `group_step_credits`, `step_spans`, `token_advantages`."""
@@ -149,5 +167,5 @@ def process_advantages(
         raise ValueError(f"{len(step_rewards)} step-reward lists for {len(completion_ids)} completions")
     credits, seq = group_step_credits(step_rewards, sequence_rewards, sequence_weight=sequence_weight,
                                       scale=scale, std_floor=std_floor)
-    return [token_advantages(cs, s, step_spans(ids, tids, len(cs)), len(ids))
+    return [token_advantages(cs, s, step_spans(ids, tids, len(cs)), len(ids), credit)
             for cs, s, ids in zip(credits, seq, completion_ids, strict=True)]

@@ -299,7 +299,8 @@ class SteinerGRPOTrainer(GRPOTrainer):
             for i in range(comp.shape[0]):
                 n = int(cmask[i].sum())
                 ids = comp[i, :n].tolist()
-                adv[i, :n] = token_advantages(credits[lo + i], seq[lo + i], step_spans(ids, self.tids, len(credits[lo + i])), n)
+                adv[i, :n] = token_advantages(credits[lo + i], seq[lo + i], step_spans(ids, self.tids, len(credits[lo + i])), n,
+                                              self.steiner.step_credit)
             out["advantages"] = adv
         self._log_steiner_metrics(mode, scored, forced, cmask)
         return out

@@ -64,6 +64,8 @@ class RLConfig(StepRewardConfig, TrainConfig):
     ppo_epochs: int = opt(1, "passes of updates over each RL step's samples (TRL: num_iterations)")
     kl_coef: float = opt(0.04, "weight of the k3 KL penalty to the starting model; 0 = no reference (TRL: beta)")
     sequence_weight: float = opt(1.0, "step mode: weight of the group-centred outcome + path reward on every token")
+    step_credit: Literal["to_go", "local"] = opt("to_go", "step mode: a step's credit on every token up to its end "
+                                                  "(to_go) or only on its own tokens (local)")
     adv_std_floor: float = opt(0.1, "step mode: the std advantages are divided by is at least this (reward units)")
     trl: dict[str, Any] | str = opt({}, "any other GRPOConfig option by its TRL name, e.g. {loss_type: dr_grpo, "
                                         "use_vllm: true, vllm_mode: colocate}; on the command line as YAML "
@@ -84,6 +86,8 @@ class RLConfig(StepRewardConfig, TrainConfig):
         check_range("max_reasoning_tokens", self.max_reasoning_tokens, lo=12)
         check_range("sequence_weight", self.sequence_weight, lo=0)
         check_range("adv_std_floor", self.adv_std_floor, lo=0)
+        if self.step_credit not in ("to_go", "local"):
+            raise ConfigError(f"step_credit must be 'to_go' or 'local', got {self.step_credit!r}")
         if self.mode == "step" and not self.dags:
             raise ConfigError("dags: mode 'step' needs the DAGs that `steiner synth` writes to dags.jsonl "
                               "(set dags: PATH/dags.jsonl, or use mode: outcome)")
