@@ -75,6 +75,22 @@ def test_countdown_step_checker_reasons():
     assert parse_op(lie) == (8, "*", 4, 32) and step_key(lie) == "7,33"
     assert dom.check_step(CD, None, lie).reason == "claims the numbers left are 7,33, but the move leaves 7,32"
     assert dom.check_step(CD, None, Step(name="x", summary="7 - 8 = 1; remaining: 1, 4")).ok is False
+    # a step that stops on a false hit (what RL at learning rate 2e-4 learned): results left out, and a
+    # reflection that claims a number that is not the target, or a hit its results do not show
+    cd36 = {"id": "q36", "question": "Using the numbers 4, 8, 7, make 36.", "answer": "(7 * 4) + 8"}
+    stop = Step(name="4,8: 8-4", thought="8-4=4. 7,4: 7+4=11 (36? no)", summary="8-4=4; remaining: 7,4",
+                reflection="7+4=11 reaches 11: 7 + (8 - 4).", decision="end")
+    assert dom.check_step(cd36, None, stop).reason == "writes 1 of the 3 results of 7 and 4"
+    full = "8-4=4. 7,4: 7+4=11 (36? no) 7-4=3 (36? no) 7*4=28 (36? no)"
+    assert dom.check_step(cd36, None, Step(name="x", thought=full, summary=stop.summary,
+                                           reflection="No result is 36.")).ok
+    assert dom.check_step(cd36, None, Step(name="x", thought=full, summary=stop.summary,
+                                           reflection=stop.reflection)).reason == (
+        "claims to reach 11, but its results do not reach 36")
+    assert dom.check_step(cd36, None, Step(name="x", thought="8-4=4.", summary=stop.summary,
+                                           reflection=stop.reflection)).reason == (
+        "claims to reach 11 with no result written out")
+    assert "reaches 39" in first.reflection or "reaches 39" in second.reflection  # honest hits pass (above)
 
 
 def test_countdown_hooks_and_teacher():

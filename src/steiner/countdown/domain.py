@@ -32,6 +32,8 @@ from steiner.domain import Domain, Grade, StepCheck
 from steiner.format import Step
 from steiner.grading import extract_expression
 
+_REACHES_RE = re.compile(r"reaches (\d+)")
+
 
 class CountdownDomain(Domain):
     """Countdown questions: ``numbers`` and ``target`` fields, or a question written by `question_text`."""
@@ -84,15 +86,21 @@ class CountdownDomain(Domain):
     def _check_results(self, record: dict[str, Any], left: list[int], step: Step) -> str | None:
         """What is wrong with the results a step wrote out for its last two numbers (None: nothing):
         each must use those two numbers, be computed right, be compared with the real target and
-        judged right, in the order + - * / up to the first hit."""
+        judged right, in the order + - * / up to the first hit, and all of them be there unless one hits;
+        a reflection that says a number is reached must name the target and a hit the results show (the
+        demo's RL at learning rate 2e-4 learned to stop on "7+4=11 reaches 11." after "7+4=11 (36? no)")."""
         checks = parse_checks(step)
-        if not checks:
-            return None
         target = self._problem(record)[1]
+        if not checks:
+            claim = _REACHES_RE.search(step.reflection or "")
+            return f"claims to reach {claim.group(1)} with no result written out" if claim else None
         if len(left) == 1:  # the last move: its own result is compared with the target
             (_, t, yes), c = checks[0], left[0]
             if len(checks) != 1 or t != target or yes != (c == target):
                 return f"compares {c} with the target {target} wrongly"
+            claim = _REACHES_RE.search(step.reflection or "")
+            if claim and (int(claim.group(1)) != target or c != target):
+                return f"claims to reach {claim.group(1)}, but {c} is {'not ' if c != target else ''}{target}"
             return None
         if len(left) != 2:
             return "writes out final results, but more than two numbers are left"
@@ -107,6 +115,12 @@ class CountdownDomain(Domain):
                 return f"{a} {o} {b} is {value}, not {c}"
             if yes != (c == target):
                 return f"says {c} {'is' if yes else 'is not'} {target}"
+        hit = any(yes for _, _, yes in checks)
+        if not hit and len(checks) < len(expected):
+            return f"writes {len(checks)} of the {len(expected)} results of {max(left)} and {min(left)}"
+        claim = _REACHES_RE.search(step.reflection or "")
+        if claim and (int(claim.group(1)) != target or not hit):
+            return f"claims to reach {claim.group(1)}, but its results {'do not reach' if not hit else 'reach'} {target}"
         return None
 
     def grade(self, record: dict[str, Any], answer: str) -> Grade:
