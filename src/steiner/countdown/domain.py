@@ -91,14 +91,13 @@ class CountdownDomain(Domain):
         demo's RL at learning rate 2e-4 learned to stop on "7+4=11 reaches 11." after "7+4=11 (36? no)")."""
         checks = parse_checks(step)
         target = self._problem(record)[1]
+        claim = _REACHES_RE.search(step.reflection or "")
         if not checks:
-            claim = _REACHES_RE.search(step.reflection or "")
             return f"claims to reach {claim.group(1)} with no result written out" if claim else None
         if len(left) == 1:  # the last move: its own result is compared with the target
             (_, t, yes), c = checks[0], left[0]
             if len(checks) != 1 or t != target or yes != (c == target):
                 return f"compares {c} with the target {target} wrongly"
-            claim = _REACHES_RE.search(step.reflection or "")
             if claim and (int(claim.group(1)) != target or c != target):
                 return f"claims to reach {claim.group(1)}, but {c} is {'not ' if c != target else ''}{target}"
             return None
@@ -118,7 +117,6 @@ class CountdownDomain(Domain):
         hit = any(yes for _, _, yes in checks)
         if not hit and len(checks) < len(expected):
             return f"writes {len(checks)} of the {len(expected)} results of {max(left)} and {min(left)}"
-        claim = _REACHES_RE.search(step.reflection or "")
         if claim and (int(claim.group(1)) != target or not hit):
             return f"claims to reach {claim.group(1)}, but its results {'do not reach' if not hit else 'reach'} {target}"
         return None

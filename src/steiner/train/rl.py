@@ -22,6 +22,7 @@ from typing import Any, Literal
 
 from steiner.config import ConfigError, check_range, opt
 from steiner.train.common import TrainConfig
+from steiner.train.advantages import CREDITS
 from steiner.train.rewards import Dag, StepRewardConfig, load_dags
 
 # GRPOConfig options that one of our fields sets (so each option has one name); trainer_kwargs sets the rest
@@ -86,7 +87,7 @@ class RLConfig(StepRewardConfig, TrainConfig):
         check_range("max_reasoning_tokens", self.max_reasoning_tokens, lo=12)
         check_range("sequence_weight", self.sequence_weight, lo=0)
         check_range("adv_std_floor", self.adv_std_floor, lo=0)
-        if self.step_credit not in ("to_go", "local"):
+        if self.step_credit not in CREDITS:
             raise ConfigError(f"step_credit must be 'to_go' or 'local', got {self.step_credit!r}")
         if self.mode == "step" and not self.dags:
             raise ConfigError("dags: mode 'step' needs the DAGs that `steiner synth` writes to dags.jsonl "
