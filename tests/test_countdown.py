@@ -21,7 +21,14 @@ from steiner.countdown import (
     state_of,
     step_key,
 )
-from steiner.countdown.steps import ordered_moves, pair_order, search_path, step_fails, step_hit
+from steiner.countdown.steps import (
+    ordered_moves,
+    pair_order,
+    search_path,
+    step_fails,
+    step_hit,
+    written_positions,
+)
 from steiner.countdown.teacher import BuiltinCountdownTeacher
 from steiner.format import ReasoningPath, Step, parse, render
 from steiner.synth.teacher import Question, Revealed, Teacher
@@ -124,7 +131,7 @@ def test_check_answer(expr, numbers, target, ok, reason):
 def test_step_writer_compact_text_and_step_key():
     # a move that leaves three numbers says its result and the state, in the order moves go on
     s = op_step(state_of([3, 5, 7, 11]), (5, "+", 3, 8), 24, order=[3, 5, 7, 11])
-    assert (s.name, s.thought, s.summary) == ("3,5: 5+3", "5+3=8.", "5+3=8; remaining: 7,11,8")
+    assert (s.name, s.thought, s.summary) == ("+ 1,2 in 3,5,7,11: 5+3", "5+3=8.", "5+3=8; remaining: 7,11,8")
     assert step_key(s) == "7,8,11" and parse_op(s) == (5, "+", 3, 8)
     # a move that leaves two numbers writes out every result of them, compared with the target
     s = op_step(state_of([4, 8, 7]), (8, "-", 4, 4), 39, order=[4, 8, 7])
@@ -139,12 +146,16 @@ def test_step_writer_compact_text_and_step_key():
     s = op_step(state_of([12, 1, 3]), (12, "*", 1, 12), 36, order=[12, 1, 3])
     assert s.reflection == "12*3=36 reaches 36: (12 * 1) * 3."
     assert search_path([10, 2, 10], 22) == (search_path([10, 2, 10], 22)[0], "(10 + 2) + 10")
-    # pairs go cyclically, each starting where the last ended, and the name writes the pair so
+    # pairs go cyclically, each starting where the last ended; the name writes the op first, then the
+    # pair as positions in the numbers it writes out (a fixed cycle 1,2 -> 2,3 -> 3,1, not a lookup)
+    assert written_positions([4, 8, 7], 8, 7) == (2, 3) and written_positions([4, 8, 7], 7, 4) == (3, 1)
+    assert written_positions([12, 2, 12], 12, 12) == (3, 1) and written_positions([4, 8, 7], 9, 4) == (0, 0)
     assert pair_order(3) == [(0, 1), (1, 2), (2, 0)]
     assert pair_order(4) == [(0, 1), (1, 2), (2, 3), (3, 0), (0, 2), (1, 3)]
     assert [s.name for s in search_path([4, 8, 7], 36)[0]] == [
-        "4,8: 8+4", "4,8: 8-4", "4,8: 8*4", "4,8: 8/4", "8,7: 8+7", "8,7: 8-7", "8,7: 8*7",
-        "7,4: 7+4", "7,4: 7-4", "7,4: 7*4"]
+        "+ 1,2 in 4,8,7: 8+4", "- 1,2 in 4,8,7: 8-4", "* 1,2 in 4,8,7: 8*4", "/ 1,2 in 4,8,7: 8/4",
+        "+ 2,3 in 4,8,7: 8+7", "- 2,3 in 4,8,7: 8-7", "* 2,3 in 4,8,7: 8*7",
+        "+ 3,1 in 4,8,7: 7+4", "- 3,1 in 4,8,7: 7-4", "* 3,1 in 4,8,7: 7*4"]
     assert search_path([10, 2, 10], 22)[0][-1].reflection == "12+10=22 reaches 22: (10 + 2) + 10."
     # the key comes from the text, robust to phrasing and order; meta is only a fallback
     assert step_key(Step(summary="blah. Remaining numbers: 11, 5 and 8")) == "5,8,11"
@@ -158,7 +169,7 @@ def test_step_writer_compact_text_and_step_key():
 def test_search_path_is_depth_first_in_move_order():
     steps, answer = search_path([4, 8, 7], 39)
     # pairs in `pair_order` (4 and 8 first), + - * / each: 8+4 and 8-4 miss, 8*4 hits
-    assert [s.name for s in steps] == ["4,8: 8+4", "4,8: 8-4", "4,8: 8*4"]
+    assert [s.name for s in steps] == ["+ 1,2 in 4,8,7: 8+4", "- 1,2 in 4,8,7: 8-4", "* 1,2 in 4,8,7: 8*4"]
     assert [(s.decision, s.returns_to) for s in steps] == [("backtrack", 0), ("backtrack", 0), ("end", None)]
     assert answer == "(8 * 4) + 7" and check_answer(answer, [4, 8, 7], 39).ok
     assert search_path([1, 1, 1], 50) is None
@@ -166,7 +177,7 @@ def test_search_path_is_depth_first_in_move_order():
     steps, answer = search_path([3, 8, 50, 50], 24)
     assert check_answer(answer, [3, 8, 50, 50], 24).ok
     first = steps[0]
-    assert first.name == "3,8: 8+3" and first.decision == "proceed"
+    assert first.name == "+ 1,2 in 3,8,50,50: 8+3" and first.decision == "proceed"
     k = next(i for i, s in enumerate(steps) if s.returns_to == 0)
     children = steps[1:k + 1]
     assert all(s.decision == "backtrack" for s in children) and [s.returns_to for s in children[:-1]] == [1] * (k - 1)

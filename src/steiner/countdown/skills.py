@@ -9,8 +9,8 @@ token from the ones before it. The tokens are sorted by the skill they test:
 - ``target_check``: the target copied into a check ("(39?");
 - ``target_reflection``: the target written after words ("No result is 39.", "reaches 39.");
 - ``verdict``: the "yes" / "no" of a check;
-- ``move``: a step's name, the move the search tries next ("8*4", "Back to step 0: 7+4"): the order of
-  the search, learned or not;
+- ``move``: a step's name, the move the search tries next ("* 1,2 in 4,8,7: 8*4",
+  "Back to step 0: + 3,1 in 4,8,7: 7+4"): the order of the search, learned or not;
 - ``answer``: the expression a hit's reflection writes ("reaches 39: (8 * 4) + 7.") and the answer
   after the reasoning, which copies it.
 
