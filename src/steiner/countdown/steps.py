@@ -10,9 +10,10 @@ pair as positions in the numbers it writes out (pairs in the order the search ta
     summary     8*7=56; remaining: 56,4
     reflection  No result is 39.
 
-A step whose checks hit writes the answer its line makes in the reflection, the move substituted
-into the hit (``32+7=39 reaches 39: (8 * 4) + 7.``), so the answer after the reasoning is a copy of
-the last reflection, not a substitution across the whole trace. (Before, 16% of the demo model's
+A step whose checks hit writes the answer its line makes in the reflection: which number of the hit
+the move made, then the move substituted into the hit (``32+7=39 reaches 39: 32 is 8*4, so
+(8 * 4) + 7.``), so the answer after the reasoning is a copy of the last reflection, not a
+substitution across the whole trace. (Before, 16% of the demo model's
 samples reached the target and then wrote the answer wrong, e.g. the op of an earlier step.) With
 three numbers that is the whole answer; with more, the moves before the step stay as their results.
 
@@ -187,7 +188,8 @@ def op_step(state: State | list[int], op: Op, target: int, rng: Any = None, deci
         thought = f"{_move(op)}. {hi},{lo}: {items}"
         hit_op = next((q for q, hit in checks if hit), None)
         answer = expression(state_of(state) if order is None else order, [op, hit_op]) if hit_op else None
-        reflection = checks_reflection(_move(hit_op) if hit_op else None, target, answer)
+        reflection = checks_reflection(_move(hit_op) if hit_op else None, target,
+                                       f"{c} is {a}{o}{b}, so {answer}" if answer else None)
         left = [hi, lo]
     elif len(left) == 1:
         thought = f"{_move(op)} ({target}? {'yes' if c == target else 'no'})"
@@ -272,7 +274,7 @@ def search_path(numbers: list[int], target: int) -> tuple[list[Step], str] | Non
 
 def checks_reflection(hit: str | None, target: int, answer: str | None = None) -> str:
     """The reflection after a step's checks: the first hit ("12*3=36") reaches the target, with the
-    ``answer`` it makes when given ("12*3=36 reaches 36: (12 * 1) * 3."), or none does. (The drill
+    ``answer`` it makes when given ("12*3=36 reaches 36: 12 is 12*1, so (12 * 1) * 3."), or none does. (The drill
     text writes the same sentence without an answer, `steiner.countdown.text`.)"""
     if not hit:
         return f"No result is {target}."
