@@ -178,7 +178,8 @@ def op_step(state: State | list[int], op: Op, target: int, rng: Any = None, deci
     new = after(state_of(state), op)
     if new is None:
         raise ValueError(f"move {a} {o} {b} = {c} is not legal from {tuple(state_of(state))}")
-    rest = remove_pair(tuple(order if order is not None else state_of(state)), a, b)
+    written = list(order) if order is not None else list(state_of(state))
+    rest = remove_pair(tuple(written), a, b)
     left = [*rest, c] if rest is not None else list(new)
     thought = f"{_move(op)}."
     if len(left) == 2:
@@ -187,19 +188,17 @@ def op_step(state: State | list[int], op: Op, target: int, rng: Any = None, deci
         items = " ".join(f"{_move(q)} ({target}? {'yes' if hit else 'no'})" for q, hit in checks)
         thought = f"{_move(op)}. {hi},{lo}: {items}"
         hit_op = next((q for q, hit in checks if hit), None)
-        answer = expression(state_of(state) if order is None else order, [op, hit_op]) if hit_op else None
-        reflection = checks_reflection(_move(hit_op) if hit_op else None, target,
-                                       f"{c} is {a}{o}{b}, so {answer}" if answer else None)
+        answer = expression(written, [op, hit_op]) if hit_op else None
+        reflection = checks_reflection(_move(hit_op) if hit_op else None, target, answer, made=f"{c} is {a}{o}{b}")
         left = [hi, lo]
     elif len(left) == 1:
         thought = f"{_move(op)} ({target}? {'yes' if c == target else 'no'})"
         reflection = f"{c} reaches {target}." if c == target else f"{c} is not {target}."
     else:
         reflection = f"{len(left)} numbers left."
-    written = order if order is not None else state_of(state)
     i, j = written_positions(written, a, b)
-    return Step(name=f"{o} {i},{j} in {_fmt(written)}: {a}{o}{b}", thought=thought, summary=f"{_move(op)}; remaining: {_fmt(left)}",
-                reflection=reflection, decision=decision,  # type: ignore[arg-type]
+    return Step(name=f"{o} {i},{j} in {_fmt(written)}: {a}{o}{b}", thought=thought,
+                summary=f"{_move(op)}; remaining: {_fmt(left)}", reflection=reflection, decision=decision,  # type: ignore[arg-type]
                 meta={"key": state_key(new)})
 
 
@@ -272,13 +271,16 @@ def search_path(numbers: list[int], target: int) -> tuple[list[Step], str] | Non
     return steps, expression(numbers, ops) or ""
 
 
-def checks_reflection(hit: str | None, target: int, answer: str | None = None) -> str:
+def checks_reflection(hit: str | None, target: int, answer: str | None = None, *, made: str | None = None) -> str:
     """The reflection after a step's checks: the first hit ("12*3=36") reaches the target, with the
-    ``answer`` it makes when given ("12*3=36 reaches 36: 12 is 12*1, so (12 * 1) * 3."), or none does. (The drill
-    text writes the same sentence without an answer, `steiner.countdown.text`.)"""
+    ``answer`` it makes when given, after ``made`` (which number of the hit the step's move made):
+    "12*3=36 reaches 36: 12 is 12*1, so (12 * 1) * 3."; or none does. (The drill text writes the same
+    sentence without an answer, `steiner.countdown.text`.)"""
     if not hit:
         return f"No result is {target}."
-    return f"{hit} reaches {target}: {answer}." if answer else f"{hit} reaches {target}."
+    if not answer:
+        return f"{hit} reaches {target}."
+    return f"{hit} reaches {target}: {made}, so {answer}." if made else f"{hit} reaches {target}: {answer}."
 
 
 def dead_end_reflection(state: State, target: int, rng: Any = None) -> str | None:
