@@ -41,6 +41,7 @@ class DemoConfig:
     number_tokens: int = opt(2000, "whole numbers below this are single tokens (arithmetic as facts, not digits)")
     hidden_size: int = opt(128, "model width")
     num_layers: int = opt(4, "model depth")
+    tie_embeddings: bool = opt(True, "share the input and output embeddings: a copied number (the target into every check) is the same vector in and out; untied, held-out targets drift")
     cpt_docs: int = opt(20000, "arithmetic drill documents in the CPT mixture (every fact, compared with targets)")
     cpt_epochs: float = opt(1.0, "passes over the CPT mixture")
     cpt_reasoning_ratio: float = opt(0.25, "share of CPT tokens from reasoning paths; the rest is drill text "

@@ -128,7 +128,7 @@ def base(cfg: DemoConfig, data: Path) -> BaseStage:
                      target_range=list(cfg.target_range), number_tokens=cfg.number_tokens,
                      model=TinyModelConfig(hidden_size=cfg.hidden_size, num_layers=cfg.num_layers, num_heads=4,
                                            intermediate_size=cfg.hidden_size * 4, max_position_embeddings=2048,
-                                           seed=cfg.seed))
+                                           tie_word_embeddings=cfg.tie_embeddings, seed=cfg.seed))
 
 
 def _tokenizer_texts(files: list[str]) -> list[str]:
