@@ -61,3 +61,24 @@ def test_mutable_defaults_are_per_instance():
     a, b = Demo(), Demo()
     a.flags.append(9)
     assert b.flags == [1, 2]
+
+
+def test_every_command_help_renders():
+    """`steiner X --help` formats every option's help: a bare "%" in a help text once crashed
+    `steiner demo --help` (argparse expands %-formats)."""
+    import argparse
+
+    from steiner.cli import build_parser
+
+    def walk(parser: argparse.ArgumentParser) -> int:
+        n = 1
+        assert "--help" in parser.format_help() or parser.prog
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for sub in action.choices.values():
+                    n += walk(sub)
+        return n
+
+    assert walk(build_parser()) > 9
+    help_text = build_parser()._subparsers._group_actions[0].choices["demo"].format_help()
+    assert "20% of held-out searches" in help_text

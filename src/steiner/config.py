@@ -161,6 +161,7 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type, *, config_flag: bo
             metavar = "A,B,..."
         help_text = f.metadata.get("help", "")
         help_text = f"{help_text} (default: {default!r})" if help_text else f"(default: {default!r})"
+        help_text = help_text.replace("%", "%%")  # argparse expands %-formats in help ("20% of ...")
         parser.add_argument(flag, dest=f"cfg__{f.name}", default=argparse.SUPPRESS, metavar=metavar,
                             help=help_text, **extra)
 
