@@ -141,10 +141,10 @@ def test_step_writer_compact_text_and_step_key():
     # substituted into the hit, so the final answer is a copy of it)
     s = op_step(state_of([4, 8, 7]), (8, "*", 4, 32), 39, order=[4, 8, 7])
     assert s.thought == "8*4=32. 32,7: 32+7=39 (39? yes)" and step_hit(s) == (32, "+", 7, 39)
-    assert not step_fails(s, 39) and s.reflection == "32+7=39 reaches 39: 32 is 8*4, so (8 * 4) + 7."
+    assert not step_fails(s, 39) and s.reflection == "32+7=39 reaches 39: (8 * 4) + 7."
     # where the result equals a number left, the move's own result is the one substituted
     s = op_step(state_of([12, 1, 3]), (12, "*", 1, 12), 36, order=[12, 1, 3])
-    assert s.reflection == "12*3=36 reaches 36: 12 is 12*1, so (12 * 1) * 3."
+    assert s.reflection == "12*3=36 reaches 36: (12 * 1) * 3."
     assert search_path([10, 2, 10], 22) == (search_path([10, 2, 10], 22)[0], "(10 + 2) + 10")
     # pairs go cyclically, each starting where the last ended; the name writes the op first, then the
     # pair as positions in the numbers it writes out (a fixed cycle 1,2 -> 2,3 -> 3,1, not a lookup)
@@ -156,7 +156,7 @@ def test_step_writer_compact_text_and_step_key():
         "+ 1,2 in 4,8,7: 8+4", "- 1,2 in 4,8,7: 8-4", "* 1,2 in 4,8,7: 8*4", "/ 1,2 in 4,8,7: 8/4",
         "+ 2,3 in 4,8,7: 8+7", "- 2,3 in 4,8,7: 8-7", "* 2,3 in 4,8,7: 8*7",
         "+ 3,1 in 4,8,7: 7+4", "- 3,1 in 4,8,7: 7-4", "* 3,1 in 4,8,7: 7*4"]
-    assert search_path([10, 2, 10], 22)[0][-1].reflection == "12+10=22 reaches 22: 12 is 10+2, so (10 + 2) + 10."
+    assert search_path([10, 2, 10], 22)[0][-1].reflection == "12+10=22 reaches 22: (10 + 2) + 10."
     # the key comes from the text, robust to phrasing and order; meta is only a fallback
     assert step_key(Step(summary="blah. Remaining numbers: 11, 5 and 8")) == "5,8,11"
     assert step_key(Step(thought="remaining: 9", meta={"key": "1,2"})) == "9"

@@ -23,7 +23,7 @@ def test_skill_spans_pick_the_tested_values():
     text = ("<|reasoning_step_name_start|>Back to step 0: 8*4<|reasoning_step_name_end|>"
             "<|reasoning_step_thought_start|>8*4=32. 32,7: 32+7=39 (39? yes)<|reasoning_step_thought_end|>"
             "<|reasoning_step_summary_start|>8*4=32; remaining: 32,7<|reasoning_step_summary_end|>"
-            "<|reasoning_step_reflection_start|>32+7=39 reaches 39: 32 is 8*4, so (8 * 4) + 7.<|reasoning_step_reflection_end|>"
+            "<|reasoning_step_reflection_start|>32+7=39 reaches 39: (8 * 4) + 7.<|reasoning_step_reflection_end|>"
             "<|reasoning_step_end|><|reasoning_end|>(8 * 4) + 7<|im_end|>")
     got = [(text[a:b], skill) for a, b, skill in skill_spans(text)]
     assert got == [("8*4", "move"), ("32", "arithmetic"), ("32", "state"), ("7", "state"), ("39", "arithmetic"),
@@ -60,7 +60,7 @@ def test_measure_skills_counts_each_skill_and_isolates_a_failing_one(number_toke
     assert all(perfect[k] == 1.0 for k in SKILLS)
     text = search_text(tok, PROBLEM)
     # the reference search of 8, 4, 7 -> 39 tries 8+4 first (a dead end: "No result is 39."), ...
-    assert "No result is 39." in text and "reaches 39: 32 is 8*4, so (8 * 4) + 7." in text
+    assert "No result is 39." in text and "reaches 39: (8 * 4) + 7." in text
     assert perfect["tokens"]["target_reflection"] == text.count("is 39.") + text.count("reaches 39:")
     assert perfect["tokens"]["target_check"] == text.count("(39?")
     # a model that never writes " 39" (the spaced token, used only after words) fails reflections only

@@ -11,7 +11,7 @@ token from the ones before it. The tokens are sorted by the skill they test:
 - ``verdict``: the "yes" / "no" of a check;
 - ``move``: a step's name, the move the search tries next ("* 1,2 in 4,8,7: 8*4",
   "Back to step 0: + 3,1 in 4,8,7: 7+4"): the order of the search, learned or not;
-- ``answer``: the expression a hit's reflection writes ("reaches 39: 32 is 8*4, so (8 * 4) + 7.") and the answer
+- ``answer``: the expression a hit's reflection writes ("reaches 39: (8 * 4) + 7.") and the answer
   after the reasoning, which copies it.
 
 Each skill's figure is the share of its tokens the model's most likely token gets right. Free

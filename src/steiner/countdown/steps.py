@@ -10,12 +10,13 @@ pair as positions in the numbers it writes out (pairs in the order the search ta
     summary     8*7=56; remaining: 56,4
     reflection  No result is 39.
 
-A step whose checks hit writes the answer its line makes in the reflection: which number of the hit
-the move made, then the move substituted into the hit (``32+7=39 reaches 39: 32 is 8*4, so
-(8 * 4) + 7.``), so the answer after the reasoning is a copy of the last reflection, not a
-substitution across the whole trace. (Before, 16% of the demo model's
+A step whose checks hit writes the answer its line makes in the reflection, the move substituted
+into the hit (``32+7=39 reaches 39: (8 * 4) + 7.``), so the answer after the reasoning is a copy of
+the last reflection, not a substitution across the whole trace. (Before, 16% of the demo model's
 samples reached the target and then wrote the answer wrong, e.g. the op of an earlier step.) With
 three numbers that is the whole answer; with more, the moves before the step stay as their results.
+Writing first which number of the hit the move made ("32 is 8*4, so ...") was tried and dropped: from
+scratch with tied embeddings it let held-out targets drift (docs/demo.md, session 24).
 
 When a move leaves two numbers, the thought writes out every result of those two (larger first, in
 the order + - * /, stopping at the first hit) and compares each with the target explicitly
@@ -189,7 +190,7 @@ def op_step(state: State | list[int], op: Op, target: int, rng: Any = None, deci
         thought = f"{_move(op)}. {hi},{lo}: {items}"
         hit_op = next((q for q, hit in checks if hit), None)
         answer = expression(written, [op, hit_op]) if hit_op else None
-        reflection = checks_reflection(_move(hit_op) if hit_op else None, target, answer, made=f"{c} is {a}{o}{b}")
+        reflection = checks_reflection(_move(hit_op) if hit_op else None, target, answer)
         left = [hi, lo]
     elif len(left) == 1:
         thought = f"{_move(op)} ({target}? {'yes' if c == target else 'no'})"
@@ -271,16 +272,13 @@ def search_path(numbers: list[int], target: int) -> tuple[list[Step], str] | Non
     return steps, expression(numbers, ops) or ""
 
 
-def checks_reflection(hit: str | None, target: int, answer: str | None = None, *, made: str | None = None) -> str:
+def checks_reflection(hit: str | None, target: int, answer: str | None = None) -> str:
     """The reflection after a step's checks: the first hit ("12*3=36") reaches the target, with the
-    ``answer`` it makes when given, after ``made`` (which number of the hit the step's move made):
-    "12*3=36 reaches 36: 12 is 12*1, so (12 * 1) * 3."; or none does. (The drill text writes the same
-    sentence without an answer, `steiner.countdown.text`.)"""
+    ``answer`` it makes when given ("12*3=36 reaches 36: (12 * 1) * 3."), or none does. (The drill
+    text writes the same sentence without an answer, `steiner.countdown.text`.)"""
     if not hit:
         return f"No result is {target}."
-    if not answer:
-        return f"{hit} reaches {target}."
-    return f"{hit} reaches {target}: {made}, so {answer}." if made else f"{hit} reaches {target}: {answer}."
+    return f"{hit} reaches {target}: {answer}." if answer else f"{hit} reaches {target}."
 
 
 def dead_end_reflection(state: State, target: int, rng: Any = None) -> str | None:

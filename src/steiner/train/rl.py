@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from steiner.config import ConfigError, check_range, opt
-from steiner.train.common import TrainConfig
 from steiner.train.advantages import CREDITS
+from steiner.train.common import TrainConfig
 from steiner.train.rewards import Dag, StepRewardConfig, load_dags
 
 # GRPOConfig options that one of our fields sets (so each option has one name); trainer_kwargs sets the rest
