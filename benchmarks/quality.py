@@ -4,7 +4,7 @@
 (c) (b) + RL with the step-level reward, (d) (b) + outcome-only RL; each with and without the
 step-bounds processor; pass@1 and maj@n; the inference-time scaling curve of (c); multi-turn.
 
-It runs the full demo (`steiner demo` with the study on) into --out, resuming whatever is already there,
+It runs the full demo with the study on (`steiner demo --study`) into --out, resuming whatever is already there,
 and prints the figures and the differences the targets are about:
     .venv/bin/python benchmarks/quality.py [--out steiner-demo] [--quick]
 """
@@ -22,7 +22,7 @@ def main() -> None:
     ap.add_argument("--out", default="steiner-demo")
     ap.add_argument("--quick", action="store_true", help="the quick preset (the study stays on)")
     args = ap.parse_args()
-    cfg = resolve(DemoConfig(out=args.out, quick=args.quick), explicit={"study"} if args.quick else set())
+    cfg = resolve(DemoConfig(out=args.out, quick=args.quick, study=True), explicit={"study"})
     summary = run(cfg)
 
     print("\ncondition                                   pass@1  bounded  maj    maj bounded")

@@ -153,7 +153,7 @@ def _downstream(pipe, names):
 def test_every_demo_option_reruns_its_stages_and_those_after_them(tmp_path, fake_stages):
     from steiner.demo import DemoConfig
 
-    base = DemoConfig(out=str(tmp_path / "demo"))
+    base = DemoConfig(out=str(tmp_path / "demo"), study=True)
     first = _run(base, fake_stages)
     assert fake_stages == STAGES_BEFORE_STUDY + STUDY + AFTER_STUDY
     _run(base, fake_stages)
@@ -190,10 +190,19 @@ def test_every_demo_option_reruns_its_stages_and_those_after_them(tmp_path, fake
         assert set(fake_stages) == reran, f.name
 
 
+def test_the_default_run_is_the_recipe_without_the_study(tmp_path, fake_stages):
+    """Without --study the demo trains and evaluates (b) and (c), measures their skills and serves (c);
+    the comparisons, the sweep and multi-turn (hours on 2 cores) are left out."""
+    from steiner.demo import DemoConfig
+
+    _run(DemoConfig(out=str(tmp_path / "demo")), fake_stages)
+    assert fake_stages == STAGES_BEFORE_STUDY + ["skills", "probe"]
+
+
 def test_the_sft_key_is_the_full_sft_config(tmp_path, fake_stages):
     from steiner.demo import DemoConfig
 
-    pipe = _run(DemoConfig(out=str(tmp_path / "demo"), sft_max_length=333), fake_stages)
+    pipe = _run(DemoConfig(out=str(tmp_path / "demo"), sft_max_length=333, study=True), fake_stages)
     sft = pipe.record("sft").config
     assert sft["max_length"] == 333 and sft["model"] == "<out>/cpt" and sft["paths_files"] == [
         "<out>/synth/paths_dag.jsonl"]

@@ -60,7 +60,9 @@ class DemoConfig:
     sweep_max_steps: list[int] = opt([1, 2, 4, 6, 8], "max_steps values of the step sweep")
     sweep_min_steps: list[int] = opt([4], "min_steps values of the step sweep (forcing more steps)")
     probe_requests: int = opt(12, "requests the latency probe sends to the demo's own server")
-    study: bool = opt(True, "run the study: optimal-only SFT vs DAG SFT vs step RL vs outcome RL")
+    study: bool = opt(False, "also run the study: optimal-only SFT vs DAG SFT vs step RL vs outcome RL, each "
+                             "with and without step bounds, the step sweeps and multi-turn vs alone (hours on 2 cores; "
+                             "benchmarks/quality.py turns it on)")
 
     def __post_init__(self) -> None:
         for name in ("problems", "test_problems", "cuts", "paths_per_dag", "vocab_size", "hidden_size",
@@ -118,12 +120,15 @@ def run_stages(cfg: DemoConfig, pipe: Any) -> None:
                      s.run_eval)
 
     # most telling first: the study without bounds, the skills, the sweep, then the bounded runs
+    # (the sweep and multi-turn are part of the study: without them the full run fits its hour, docs/demo.md)
     study(bounded=False)
     pipe.run("skills", s.skills(cfg, models={label: d(model) for label, model in models.items()}, data=data),
              s.run_skills)
-    pipe.run("sweep", s.sweep(cfg, d("sweep"), model=d("rl_step"), data=data), s.run_sweep)
+    if cfg.study:
+        pipe.run("sweep", s.sweep(cfg, d("sweep"), model=d("rl_step"), data=data), s.run_sweep)
     study(bounded=True)
-    pipe.run("multiturn", s.multiturn(cfg, model=d("rl_step"), data=data), s.run_multiturn)
+    if cfg.study:
+        pipe.run("multiturn", s.multiturn(cfg, model=d("rl_step"), data=data), s.run_multiturn)
     pipe.run("probe", s.probe(cfg, d("probe"), model=d("rl_step"), data=data), s.run_probe)
 
 
