@@ -75,7 +75,6 @@ QUICK = {  # ~10 minutes on 2 CPU cores (docs/demo.md): every stage runs, on les
     "problems": 600, "test_problems": 30, "cpt_docs": 4000, "cpt_epochs": 1.0, "sft_epochs": 1.0, "rl_steps": 2,
     "rl_group": 4, "rl_questions": 4, "sweep_max_steps": [1, 4], "sweep_min_steps": [], "probe_requests": 8,
     "max_new_tokens": 800,
-    "study": False,
 }
 
 
@@ -113,21 +112,21 @@ def run_stages(cfg: DemoConfig, pipe: Any) -> None:
         models = {"b_sft_dag": "sft", "c_rl_step": "rl_step"}
 
     def study(bounded: bool) -> None:
-        for label, model in models.items() if cfg.study else ():
+        for label, model in models.items():
             name = f"study_{label}_{'bounded' if bounded else 'free'}"
             pipe.run(name, s.evaluate(cfg, d(name), model=d(model), data=data, min_steps=1 if bounded else 0,
                                       max_steps=cfg.bounded_max_steps if bounded else None, format_strict=False),
                      s.run_eval)
 
-    # most telling first: the study without bounds, the skills, the sweep, then the bounded runs
-    # (the sweep and multi-turn are part of the study: without them the full run fits its hour, docs/demo.md)
-    study(bounded=False)
+    # most telling first: the study without bounds, the skills, then the sweep, the bounded runs and
+    # multi-turn (all study: without them the full run fits its hour, docs/demo.md)
+    if cfg.study:
+        study(bounded=False)
     pipe.run("skills", s.skills(cfg, models={label: d(model) for label, model in models.items()}, data=data),
              s.run_skills)
     if cfg.study:
         pipe.run("sweep", s.sweep(cfg, d("sweep"), model=d("rl_step"), data=data), s.run_sweep)
-    study(bounded=True)
-    if cfg.study:
+        study(bounded=True)
         pipe.run("multiturn", s.multiturn(cfg, model=d("rl_step"), data=data), s.run_multiturn)
     pipe.run("probe", s.probe(cfg, d("probe"), model=d("rl_step"), data=data), s.run_probe)
 
