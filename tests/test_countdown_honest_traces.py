@@ -3,8 +3,10 @@
 The checker below shares no code with steiner's step writer, parser of step text or solver: it reads the
 rendered fields with its own regular expressions and does its own arithmetic. A line may be abandoned
 only (a) at a step that leaves two numbers and writes out every result of them, each compared with the
-target and none equal to it, (b) at a step that leaves one number other than the target, or (c) at a step
-every legal move after which was tried (and abandoned) earlier in the same trace.
+target and none equal to it, (b) at a step that leaves one number other than the target, (c) at a step
+every legal move after which was tried (and abandoned) earlier in the same trace, or (d) at a step whose
+checks show a result that does equal the target: leaving a line that works (to look further,
+``past_answer_prob``) declares nothing about it.
 """
 
 from __future__ import annotations
@@ -57,6 +59,13 @@ def _shows_failure(step: dict, target: int) -> bool:
     return True
 
 
+def _shows_hit(step: dict, target: int) -> bool:
+    left = _left(step)
+    said = re.findall(r"(\d+)([-+*/])(\d+)=(\d+) \((\d+)\? yes\)", step["thought"])
+    return len(left) == 2 and any(int(t) == target and int(r) == target and _ops(int(a), int(b)).get(op) == target
+                                  and sorted([int(a), int(b)]) == left for a, op, b, r, t in said)
+
+
 def check_path(path: dict, numbers: list[int], target: int) -> list[str]:
     """Problems of one path: each abandoned step whose failure the trace before it does not show."""
     problems = []
@@ -78,19 +87,19 @@ def check_path(path: dict, numbers: list[int], target: int) -> list[str]:
         for j in reversed(popped):  # deepest first: a parent is justified once its children are
             s = steps[j - 1]
             tried_all = _moves(state[j]) <= children.get(j, set()) and len(state[j]) > 2
-            if _shows_failure(s, target) or tried_all:
+            if _shows_failure(s, target) or tried_all or _shows_hit(s, target):
                 abandoned_ok.add(j)
             else:
                 problems.append(f"step {j} ({s['name']}) abandoned without the trace showing why")
     return problems
 
 
-@pytest.mark.parametrize("num_numbers", [[3, 3], [4, 4]])
-def test_every_abandon_in_synthesised_paths_is_justified_by_the_trace(tmp_path, num_numbers):
+@pytest.mark.parametrize("num_numbers,past", [([3, 3], 0.0), ([4, 4], 0.0), ([3, 3], 0.5)])
+def test_every_abandon_in_synthesised_paths_is_justified_by_the_trace(tmp_path, num_numbers, past):
     out = tmp_path / "synth"
     main(SynthConfig(out=str(out), problems=60, test_problems=0, num_numbers=num_numbers, number_range=[1, 12],
                      target_range=[10, 50], cuts=2, attempts=2, paths_per_dag=3, explore_prob=1.0,
-                     max_backtracks=40, seed=3, progress=False))
+                     max_backtracks=40, seed=3, progress=False, past_answer_prob=past))
     problems = {json.loads(line)["id"]: json.loads(line) for line in (out / "problems.jsonl").read_text().splitlines()}
     paths = [json.loads(line) for line in (out / "paths.jsonl").read_text().splitlines()]
     bad, backtracks = [], 0
@@ -121,3 +130,47 @@ def test_the_checker_catches_an_unjustified_abandon():
         partial = json.loads(json.dumps(honest))
         partial["steps"][0]["thought"] = thought
         assert len(check_path(partial, numbers, target)) == 1
+
+
+def test_a_passed_hit_is_not_a_judgment_but_a_bogus_hit_is_caught():
+    numbers, target = [4, 8, 7], 39
+    hit = {"name": "8*4", "thought": "8*4=32. 32,7: 32+7=39 (39? yes)", "summary": "8*4=32; remaining: 32,7"}
+    path = {"steps": [{**hit, "decision": "backtrack", "returns_to": 0},
+                      {"name": "8/4", "thought": "8/4=2. 7,2: 7+2=9 (39? no) 7-2=5 (39? no) 7*2=14 (39? no)",
+                       "summary": "8/4=2; remaining: 7,2", "decision": "backtrack", "returns_to": 0},
+                      {**hit, "decision": "end", "returns_to": None}]}
+    assert check_path(path, numbers, target) == []
+    # a "yes" on a wrong sum is no hit: leaving it is an abandon nothing justifies
+    bogus = json.loads(json.dumps(path))
+    bogus["steps"][0].update(name="8+4", thought="8+4=12. 12,7: 12+7=39 (39? yes)", summary="8+4=12; remaining: 12,7")
+    assert check_path(bogus, numbers, target) == ["step 1 (8+4) abandoned without the trace showing why"]
+
+
+def test_a_search_past_a_hit_tries_the_next_move_and_comes_back():
+    import random
+
+    from steiner.countdown.steps import search_path
+
+    numbers, target = [4, 8, 7], 39
+    plain, answer = search_path(numbers, target)
+    assert [s.decision for s in plain][-1] == "end" and answer == "(8 * 4) + 7"
+    first_hit = len(plain)
+    # always pass, always come back after the next failed move: the plain search, the hit left (backtrack
+    # to the question), one more move that fails, the hit's step again, ending there
+    steps, again = search_path(numbers, target, random.Random(0), past_answer_prob=1.0, return_prob=1.0)
+    assert again == answer
+    assert len(steps) == first_hit + 2
+    assert [(s.name, s.thought) for s in steps[:first_hit]] == [(s.name, s.thought) for s in plain]
+    assert (steps[first_hit - 1].decision, steps[first_hit - 1].returns_to) == ("backtrack", 0)
+    assert steps[first_hit].name == "/ 1,2 in 4,8,7: 8/4" and "(39? yes)" not in steps[first_hit].thought
+    assert (steps[-1].name, steps[-1].thought, steps[-1].reflection) == (plain[-1].name, plain[-1].thought,
+                                                                         plain[-1].reflection)
+    assert steps[-1].decision == "end"
+    # never coming back early: every move from the question is tried (each later hit passed too), then the
+    # last hit passed is written again
+    steps, last = search_path(numbers, target, random.Random(0), past_answer_prob=1.0, return_prob=0.0)
+    assert steps[-1].decision == "end" and sum(s.decision == "end" for s in steps) == 1
+    assert len(steps) == 1 + len({s.name for s in steps})  # every move once, the last hit twice
+    assert steps[-1].name == [s.name for s in steps[:-1] if "(39? yes)" in s.thought][-1]
+    assert check_path({"steps": [{"name": s.name, "thought": s.thought, "summary": s.summary, "decision": s.decision,
+                                  "returns_to": s.returns_to} for s in steps]}, numbers, target) == []

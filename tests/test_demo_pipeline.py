@@ -71,6 +71,52 @@ def test_a_stage_reruns_when_a_stage_it_reads_changed_and_only_then(tmp_path):
     assert p.record("b").inputs == ["a"] and p.record("c").inputs == [] and p.record("d").inputs == ["a"]
 
 
+def test_a_data_stage_reruns_when_its_code_changes_and_its_readers_only_when_the_data_did(tmp_path, monkeypatch):
+    import importlib
+
+    src = tmp_path / "code" / "writer_mod.py"
+    src.parent.mkdir()
+    src.write_text("VALUE = 1\n")
+    monkeypatch.syspath_prepend(str(src.parent))
+    importlib.invalidate_caches()
+    root = tmp_path / "run"
+    calls: list[str] = []
+    data = {"text": "x"}
+
+    def write(config, d):
+        calls.append(d.name)
+        (d / "data.txt").write_text(data["text"])
+        (d / "plot.png").write_bytes(str(len(calls)).encode())  # volatile: not part of what is handed on
+
+    def stages():
+        p = Pipeline(root)
+        p.run("synth", {"n": 1}, write, code=["writer_mod"])
+        p.run("train", {"data": str(root / "synth" / "data.txt")}, write)
+        return p
+
+    stages()
+    stages()
+    assert calls == ["synth", "train"]  # nothing changed: both resume
+    src.write_text("VALUE = 1  # a comment\n")
+    stages()
+    assert calls == ["synth", "train", "synth"]  # new code writes the same data: train still resumes
+    src.write_text("VALUE = 2\n")
+    data["text"] = "y"
+    p = stages()
+    assert calls == ["synth", "train", "synth", "synth", "train"]  # new code, new data: train reruns
+    assert p.record("synth").output and p.record("train").output == ""
+    # a marker from before code keys (no output digest) is not trusted
+    marker = root / "synth" / "stage.json"
+    import json
+    done = json.loads(marker.read_text())
+    done.pop("output")
+    marker.write_text(json.dumps(done))
+    stages()
+    assert calls[-1] == "synth" and calls.count("train") == 2
+    with pytest.raises(ValueError, match="not found"):
+        Pipeline(root).run("x", {}, write, code=["no_such_module_here"])
+
+
 @dataclass
 class _Inner:
     path: Path
@@ -115,6 +161,7 @@ def fake_stages(monkeypatch):
 
     def fake(config, d):
         calls.append(d.name)
+        (d / "written.txt").write_text(repr(config))  # what a data stage hands on follows its config
         return {"global_step": 7}
 
     runners = [n for n in dir(stages) if n.startswith("run_")]

@@ -236,34 +236,57 @@ def ops_steps(numbers: list[int], ops: list[Op], target: int, rng: Any = None, *
     return steps
 
 
-def search_path(numbers: list[int], target: int) -> tuple[list[Step], str] | None:
+def search_path(numbers: list[int], target: int, rng: Any = None, past_answer_prob: float = 0.0,
+                return_prob: float = 0.5) -> tuple[list[Step], str] | None:
     """The search trace for a problem: depth-first over `ordered_moves`, every dead end explored.
 
     A step whose checks miss backtracks to the step it came from; a move that leaves three or more
     numbers is abandoned (its last child returns past it) only after every move after it was tried,
     and its last child's reflection says so. Ends at the first hit. None if ``numbers`` cannot make
     ``target``.
+
+    With ``past_answer_prob`` (and a seeded ``rng``) the search may go on past a hit: the step keeps its
+    checks and reflection and backtracks; the search tries the next moves from the same numbers, and
+    after each of them that fails, with chance ``return_prob``, or when they run out, writes the hit's step
+    again and ends there (a later hit it takes, or passes in turn). Forced to take more steps than it
+    needs (`min_steps`), a model trained on such traces has a way to go on and to come back. Leaving a
+    line that works claims nothing about it, so no judgment is added.
     """
     steps: list[Step] = []
 
+    def passes() -> bool:
+        return past_answer_prob > 0 and rng is not None and rng.random() < past_answer_prob
+
     def dfs(order: list[int], parent: int) -> list[Op] | None:
+        passed: list[Op] | None = None  # the moves of a hit left behind at this point
         for op, left in ordered_moves(order):
             step = op_step(order, op, target, order=order)
             steps.append(step)
             here = len(steps)
             hit = step_hit(step)
             if hit is not None or (len(left) == 1 and left[0] == target):
+                found = [op] + ([hit] if hit is not None else [])
+                if passes():
+                    step.decision, step.returns_to = "backtrack", parent
+                    passed = found
+                    continue
                 step.decision = "end"
-                return [op] + ([hit] if hit is not None else [])
+                return found
             if len(left) <= 2:
                 step.decision, step.returns_to = "backtrack", parent
-                continue
-            found = dfs(remaining_order(step) or left, here)
-            if found is not None:
-                return [op, *found]
-            last = steps[-1]
-            last.returns_to = parent
-            last.reflection += f" Every move from {_fmt(left)} is tried."
+            else:
+                deeper = dfs(remaining_order(step) or left, here)
+                if deeper is not None:
+                    return [op, *deeper]
+                last = steps[-1]
+                last.returns_to = parent
+                last.reflection += f" Every move from {_fmt(left)} is tried."
+            if passed is not None and rng.random() < return_prob:
+                break
+        if passed is not None:  # back to the hit: the same step again, and the search ends there
+            again = op_step(order, passed[0], target, decision="end", order=order)
+            steps.append(again)
+            return passed
         return None
 
     ops = dfs(list(numbers), 0)

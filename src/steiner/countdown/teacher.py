@@ -65,11 +65,13 @@ class BuiltinCountdownTeacher:
     """
 
     def __init__(self, seed: int = 0, forward_policy: str = "heuristic", error_rate: float = 0.3,
-                 temperature: float = 0.15) -> None:
+                 temperature: float = 0.15, past_answer_prob: float = 0.0) -> None:
         if forward_policy not in ("heuristic", "random"):
             raise ValueError(f"forward_policy must be 'heuristic' or 'random', got {forward_policy!r}")
-        if not 0.0 <= error_rate <= 1.0:
-            raise ValueError(f"error_rate must be in [0, 1], got {error_rate!r}")
+        for name, value in (("error_rate", error_rate), ("past_answer_prob", past_answer_prob)):
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1], got {value!r}")
+        self.past_answer_prob = past_answer_prob
         self.seed = seed
         self.forward_policy = forward_policy
         self.error_rate = error_rate
@@ -81,7 +83,7 @@ class BuiltinCountdownTeacher:
 
     async def reference(self, q: Question) -> tuple[list[Step], str]:
         numbers, target = problem_of(q)
-        found = search_path(numbers, target)
+        found = search_path(numbers, target, self._rng(q, "reference"), self.past_answer_prob)
         if found is None:
             raise ValueError(f"question {q.id!r}: {numbers} cannot make {target}")
         return found

@@ -37,6 +37,8 @@ class DemoConfig:
     number_range: list[int] = opt([1, 12], "range of the given numbers: lo,hi")
     cuts: int = opt(2, "random-truncation cut points per question")
     paths_per_dag: int = opt(1, "backtracking paths sampled per DAG (walks in move order repeat: one is enough)")
+    past_answer_prob: float = opt(0.0, "chance a search goes on past a hit to a later one, so that forcing more "
+                                       "steps (min_steps) stays in distribution")
     vocab_size: int = opt(512, "size of the demo's own BPE vocabulary (before number and reasoning tokens)")
     number_tokens: int = opt(2000, "whole numbers below this are single tokens (arithmetic as facts, not digits)")
     hidden_size: int = opt(128, "model width")
@@ -92,8 +94,9 @@ def run_stages(cfg: DemoConfig, pipe: Any) -> None:
 
     d = pipe.dir
     data = d("synth")
-    pipe.run("synth", s.synth(cfg, data), s.run_synth)
-    pipe.run("base", s.base(cfg, data), s.run_base)
+    # the data stages key on the code that writes their data too, and hand on what they wrote (pipeline.py)
+    pipe.run("synth", s.synth(cfg, data), s.run_synth, code=s.SYNTH_CODE)
+    pipe.run("base", s.base(cfg, data), s.run_base, code=s.BASE_CODE)
     pipe.run("cpt", s.cpt(cfg, d("cpt"), model=d("base") / "model", paths=data / "paths_dag.jsonl",
                           text=d("base") / "arithmetic.txt"), s.run_cpt)
     drill = d("base") / "arithmetic.txt"

@@ -6,6 +6,12 @@ The stage's resume key is a digest of that whole config plus the digests of its 
 stages whose folders the config points into (and any named in ``after``) -- so changing any option of
 a stage reruns it and every stage that reads its output, and nothing else. A stage is complete when
 ``root/NAME/stage.json`` holds its key; a rerun skips it.
+
+A config does not hold the code that runs it. A stage that writes data (``code=``: the modules that write
+it) also keys on a fingerprint of those modules' source, and hands the stages that read it a digest of
+what it wrote, not of its key: after a change to the synthesis code the data is written again, and the
+training stages rerun only if it came out different. (A reused synthesis written by older code once cost
+a study 32 points, docs/demo.md.)
 """
 
 from __future__ import annotations
@@ -97,6 +103,43 @@ def _digest(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:16]
 
 
+def code_fingerprint(modules: Iterable[str]) -> str:
+    """A digest of the source of ``modules`` (a package: every file under it, templates too), by content."""
+    import importlib.util
+
+    h = hashlib.sha256()
+    for name in sorted(set(modules)):
+        spec = importlib.util.find_spec(name)
+        if spec is None:
+            raise ValueError(f"module {name!r} not found (a stage's code= names modules whose source keys it)")
+        if spec.origin is None or Path(spec.origin).name == "__init__.py":  # a package, or a folder of data
+            folder = Path(spec.origin).parent if spec.origin else Path(list(spec.submodule_search_locations or [])[0])
+            files = sorted(f for f in folder.rglob("*") if f.is_file() and "__pycache__" not in f.parts)
+        else:
+            folder, files = Path(spec.origin).parent, [Path(spec.origin)]
+        for f in files:
+            h.update(f"{name}:{f.relative_to(folder)}\n".encode())
+            h.update(f.read_bytes())
+    return h.hexdigest()[:16]
+
+
+VOLATILE = (DONE_FILE, "*.png", "*.log")  # written by a data stage but not part of what it hands on
+
+
+def output_digest(folder: Path) -> str:
+    """A digest of every file under ``folder`` (paths and bytes), the marker, plots and logs left out."""
+    h = hashlib.sha256()
+    for f in sorted(p for p in folder.rglob("*") if p.is_file()):
+        rel = f.relative_to(folder)
+        if any(rel.match(pat) for pat in VOLATILE):
+            continue
+        h.update(f"{rel}\n".encode())
+        with f.open("rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                h.update(chunk)
+    return h.hexdigest()[:16]
+
+
 @dataclass
 class StageRecord:
     name: str
@@ -106,6 +149,12 @@ class StageRecord:
     skipped: bool = False
     digest: str = ""
     inputs: list[str] = field(default_factory=list)
+    output: str = ""  # digest of what a data stage wrote (``code=``); "" for others
+
+    @property
+    def handed_on(self) -> str:
+        """What the stages that read this one key on: its output where it has one, else its own key."""
+        return self.output or self.digest
 
 
 @dataclass
@@ -136,16 +185,22 @@ class Pipeline:
         return self.record(name).result
 
     def run(self, name: str, config: Any, fn: Callable[[Any, Path], dict[str, Any] | None], *,
-            after: Iterable[str] = ()) -> dict[str, Any]:
+            after: Iterable[str] = (), code: Iterable[str] = ()) -> dict[str, Any]:
         """Run ``fn(config, stage_dir)`` unless a complete run with the same key is already on disk.
 
         ``after`` names earlier stages this one depends on in ways its config's paths do not show.
+        ``code`` names the modules that write this stage's data: their source is part of its key, and
+        the stages that read it key on the data it wrote (see the module docstring).
         """
         key = stage_key(config, self.root)
         done_names = {r.name for r in self.records}
         inputs = sorted((referenced_stages(key) & done_names | set(after)) - {name})
         # a stage is only as fresh as the stages it reads: their digests are part of its own
-        digest = _digest({"config": key, "inputs": {n: self.record(n).digest for n in inputs}})
+        ident: dict[str, Any] = {"config": key, "inputs": {n: self.record(n).handed_on for n in inputs}}
+        code = sorted(set(code))
+        if code:
+            ident["code"] = code_fingerprint(code)
+        digest = _digest(ident)
         stage_dir = self.dir(name)
         marker = stage_dir / DONE_FILE
         if marker.is_file():
@@ -153,9 +208,9 @@ class Pipeline:
                 done = json.loads(marker.read_text())
             except json.JSONDecodeError:
                 done = {}
-            if done.get("digest") == digest:
+            if done.get("digest") == digest and (not code or done.get("output")):
                 rec = StageRecord(name, key, done.get("seconds", 0.0), done.get("result", {}), skipped=True,
-                                  digest=digest, inputs=inputs)
+                                  digest=digest, inputs=inputs, output=done.get("output", ""))
                 self.records.append(rec)
                 if self.on_skip:
                     self.on_skip(name)
@@ -167,7 +222,9 @@ class Pipeline:
         t0 = time.perf_counter()
         result = fn(config, stage_dir) or {}
         seconds = time.perf_counter() - t0
+        output = output_digest(stage_dir) if code else ""
         marker.write_text(json.dumps({"digest": digest, "inputs": inputs, "config": key, "seconds": seconds,
-                                      "result": result}, indent=2, default=str))
-        self.records.append(StageRecord(name, key, seconds, result, digest=digest, inputs=inputs))
+                                      "result": result, **({"code": code, "output": output} if code else {})},
+                                     indent=2, default=str))
+        self.records.append(StageRecord(name, key, seconds, result, digest=digest, inputs=inputs, output=output))
         return result

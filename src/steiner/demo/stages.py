@@ -43,6 +43,12 @@ def _summary(out: Path) -> dict[str, Any]:
 
 # ---------------------------------------------------------------- synthesis
 
+# the modules whose source writes each data stage's output (`Pipeline.run(code=...)`)
+SYNTH_CODE = ("steiner.synth", "steiner.countdown", "steiner.domain", "steiner.format", "steiner.grading",
+              "steiner.jsonl", "steiner.demo.stages")
+BASE_CODE = ("steiner.countdown", "steiner.tokenizer", "steiner.modeling", "steiner.templates", "steiner.format",
+             "steiner.demo.stages")
+
 
 @dataclass
 class SynthStage:
@@ -62,7 +68,7 @@ def synth(cfg: DemoConfig, out: Path) -> SynthStage:
                           paths_per_dag=cfg.paths_per_dag, tokenizer="qwen2.5",
                           # walks enter every dead end in the domain's move order: the depth-first
                           # search, which a small model can learn (a random order it cannot)
-                          explore_prob=1.0, max_backtracks=40),
+                          explore_prob=1.0, max_backtracks=40, past_answer_prob=cfg.past_answer_prob),
         split_seed=cfg.seed)
 
 
@@ -70,11 +76,11 @@ def run_synth(c: SynthStage, out: Path) -> dict[str, Any]:
     from steiner.synth.pipeline import main as synth_main
 
     synth_main(c.synth)
-    split_paths(out, c.split_seed, c.multiturn_fraction)
+    split_paths(out, c.split_seed, c.multiturn_fraction, prefer_reference=c.synth.past_answer_prob > 0)
     return json.loads((out / "stats.json").read_text())
 
 
-def split_paths(data: Path, seed: int, multiturn_fraction: float = 0.15) -> None:
+def split_paths(data: Path, seed: int, multiturn_fraction: float = 0.15, prefer_reference: bool = False) -> None:
     """Write paths_dag.jsonl (DAG walks with backtracks) and paths_optimal.jsonl (shortest paths only).
 
     A ``multiturn_fraction`` of the records in each file get an earlier turn (another question's optimal
@@ -88,10 +94,14 @@ def split_paths(data: Path, seed: int, multiturn_fraction: float = 0.15) -> None
         by_source.setdefault(rec["source"], []).append(rec)
     optimal = by_source.get("optimal", [])
     rng = random.Random(seed)
+    # a walk in move order repeats the teacher's reference search; a search that goes on past a hit
+    # (``prefer_reference``) only the teacher writes (the DAG holds what it wrote): it stands in for the walk
+    refs = {rec["question_id"]: rec for rec in by_source.get("reference", [])} if prefer_reference else {}
     searches, seen = [], set()
     for rec in by_source.get("dag", []) + by_source.get("reference", []):
+        rec = refs.get(rec["question_id"], rec)
         sig = (rec["question_id"], tuple((st["name"], st["decision"], st.get("returns_to")) for st in rec["steps"]))
-        if sig not in seen:  # a walk in move order repeats the reference search: keep one
+        if sig not in seen:
             seen.add(sig)
             searches.append(rec)
     for name, recs in (("paths_dag.jsonl", searches), ("paths_optimal.jsonl", optimal)):

@@ -51,6 +51,8 @@ class SynthConfig:
     teacher: Literal["builtin", "openai", "local"] = opt("builtin", "who writes the steps")
     forward_policy: Literal["heuristic", "random"] = opt("heuristic", "builtin teacher: how blind attempts choose moves")
     error_rate: float = opt(0.3, "builtin teacher: chance a heuristic move is random")
+    past_answer_prob: float = opt(0.0, "builtin teacher: chance its search goes on past a hit and comes back to it "
+                                       "(so forcing more steps, min_steps, stays in distribution)")
     base_urls: list[str] = opt([], "openai teacher: endpoint base URLs (load-balanced)")
     model: str = opt("", "openai teacher: model name")
     api_key: str | None = opt(None, "openai teacher: API key (None: $OPENAI_API_KEY)")
@@ -90,7 +92,7 @@ class SynthConfig:
             check_range(name, getattr(self, name), lo=1)
         check_range("paths_per_dag", self.paths_per_dag, lo=0)
         check_range("temperature", self.temperature, lo=0.0)
-        for name in ("error_rate", "explore_prob", "test_fraction", "similarity"):
+        for name in ("error_rate", "explore_prob", "test_fraction", "similarity", "past_answer_prob"):
             check_range(name, getattr(self, name), lo=0.0, hi=1.0)
         for name in ("num_numbers", "number_range", "target_range"):
             v = getattr(self, name)
@@ -163,7 +165,7 @@ def make_teacher(cfg: SynthConfig, out: Path) -> Any:
 
         # the embedded domain's own offline teacher, through the domain seam (`Domain.teacher`)
         return get_domain("countdown").teacher(seed=cfg.seed, forward_policy=cfg.forward_policy,
-                                               error_rate=cfg.error_rate)
+                                               error_rate=cfg.error_rate, past_answer_prob=cfg.past_answer_prob)
     cache = cfg.cache_dir or str(out / "cache")
     rejects = out / "rejects_teacher.jsonl"
     if cfg.teacher == "openai":
