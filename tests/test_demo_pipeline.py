@@ -183,6 +183,8 @@ def _run(cfg, calls):
 def _changed(value):
     if isinstance(value, bool):
         return not value
+    if value in ("optimal", "search"):  # a choice: the other one
+        return "search" if value == "optimal" else "optimal"
     if isinstance(value, list):
         return [*value[:-1], value[-1] + 1]
     return value * 2 if value else 1  # doubled: hidden_size must stay divisible by the heads
@@ -275,3 +277,25 @@ def test_the_end_to_end_test_sizes_build_valid_stage_configs(tmp_path, fake_stag
     assert fake_stages == STAGES_BEFORE_STUDY + STUDY + AFTER_STUDY
     rl = pipe.record("rl_step").config  # 2 questions x 2 completions: minibatches of 4
     assert rl["per_device_batch_size"] == 4 and rl["questions_per_step"] * rl["num_generations"] == 4
+
+
+def test_split_paths_takes_the_earlier_turn_from_the_pool_asked_for(tmp_path):
+    from steiner.demo.stages import split_paths
+    from steiner.jsonl import read_jsonl, write_jsonl
+
+    def rec(qid, source, name):
+        return {"question_id": qid, "question": f"q{qid}", "source": source, "final_answer": "1",
+                "steps": [{"name": name, "decision": "end", "returns_to": None}]}
+
+    write_jsonl(tmp_path / "paths.jsonl", [rec(i, "dag", f"search{i}") for i in range(20)]
+                + [rec(i, "optimal", f"opt{i}") for i in range(20)])
+    for history, prefix in (("optimal", "opt"), ("search", "search")):
+        split_paths(tmp_path, seed=0, multiturn_fraction=1.0, history=history)
+        dag = list(read_jsonl(tmp_path / "paths_dag.jsonl", "x"))
+        earlier = [r["history"][0]["steps"][0]["name"] for r in dag if "history" in r]
+        assert len(earlier) >= 15 and all(n.startswith(prefix) for n in earlier), (history, earlier)
+        assert all("history" not in r["history"][0] for r in dag if "history" in r)
+        opt = list(read_jsonl(tmp_path / "paths_optimal.jsonl", "x"))
+        assert all(r["history"][0]["steps"][0]["name"].startswith("opt") for r in opt if "history" in r)
+    with pytest.raises(ValueError, match="'optimal' or 'search'"):
+        split_paths(tmp_path, seed=0, history="mixed")

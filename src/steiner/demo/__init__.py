@@ -17,9 +17,9 @@ import json
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from steiner.config import check_range, opt, to_dict
+from steiner.config import ConfigError, check_range, opt, to_dict
 
 
 @dataclass
@@ -37,6 +37,10 @@ class DemoConfig:
     number_range: list[int] = opt([1, 12], "range of the given numbers: lo,hi")
     cuts: int = opt(2, "random-truncation cut points per question")
     paths_per_dag: int = opt(1, "backtracking paths sampled per DAG (walks in move order repeat: one is enough)")
+    multiturn_fraction: float = opt(0.15, "share of SFT conversations with an earlier question as a first turn")
+    multiturn_history: Literal["optimal", "search"] = opt(
+        "optimal", "the earlier turn of those conversations: another question's optimal path, or its search (as "
+                   "a client sends the model's own turn back; 0.5 + search: follow-up -3.5 vs -42 points, docs/demo.md)")
     past_answer_prob: float = opt(0.0, "chance a search goes on past a hit to a later one, so that forcing more "
                                        "steps (min_steps) stays in distribution")
     vocab_size: int = opt(512, "size of the demo's own BPE vocabulary (before number and reasoning tokens)")
@@ -71,6 +75,10 @@ class DemoConfig:
                      "num_layers", "eval_n", "max_new_tokens", "rl_group"):
             check_range(name, getattr(self, name), lo=1)
         check_range("rl_steps", self.rl_steps, lo=0)
+        for name in ("multiturn_fraction", "past_answer_prob"):
+            check_range(name, getattr(self, name), lo=0.0, hi=1.0)
+        if self.multiturn_history not in ("optimal", "search"):
+            raise ConfigError(f"multiturn_history must be 'optimal' or 'search', got {self.multiturn_history!r}")
 
 
 QUICK = {  # ~10 minutes on 2 CPU cores (docs/demo.md): every stage runs, on less data

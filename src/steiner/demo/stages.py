@@ -57,6 +57,7 @@ class SynthStage:
     synth: SynthConfig
     multiturn_fraction: float = 0.15  # share of SFT records that get an earlier turn as history
     split_seed: int = 0
+    multiturn_history: str = "optimal"  # what the earlier turn of a search's conversation is: "optimal" or "search"
 
 
 def synth(cfg: DemoConfig, out: Path) -> SynthStage:
@@ -69,24 +70,29 @@ def synth(cfg: DemoConfig, out: Path) -> SynthStage:
                           # walks enter every dead end in the domain's move order: the depth-first
                           # search, which a small model can learn (a random order it cannot)
                           explore_prob=1.0, max_backtracks=40, past_answer_prob=cfg.past_answer_prob),
-        split_seed=cfg.seed)
+        split_seed=cfg.seed, multiturn_fraction=cfg.multiturn_fraction, multiturn_history=cfg.multiturn_history)
 
 
 def run_synth(c: SynthStage, out: Path) -> dict[str, Any]:
     from steiner.synth.pipeline import main as synth_main
 
     synth_main(c.synth)
-    split_paths(out, c.split_seed, c.multiturn_fraction, prefer_reference=c.synth.past_answer_prob > 0)
+    split_paths(out, c.split_seed, c.multiturn_fraction, prefer_reference=c.synth.past_answer_prob > 0,
+                history=c.multiturn_history)
     return json.loads((out / "stats.json").read_text())
 
 
-def split_paths(data: Path, seed: int, multiturn_fraction: float = 0.15, prefer_reference: bool = False) -> None:
+def split_paths(data: Path, seed: int, multiturn_fraction: float = 0.15, prefer_reference: bool = False,
+                history: str = "optimal") -> None:
     """Write paths_dag.jsonl (DAG walks with backtracks) and paths_optimal.jsonl (shortest paths only).
 
-    A ``multiturn_fraction`` of the records in each file get an earlier turn (another question's optimal
-    path) as ``history``, so the model sees conversations whose earlier reasoning is collapsed to
-    summaries.
+    A ``multiturn_fraction`` of the records in each file get an earlier turn as ``history`` (another
+    question's optimal path; with ``history="search"``, in the search file another question's search, as
+    a client sends the model's own earlier turn back), so the model sees conversations whose earlier
+    reasoning is collapsed to summaries.
     """
+    if history not in ("optimal", "search"):
+        raise ValueError(f"multiturn history must be 'optimal' or 'search', got {history!r}")
     import random
 
     by_source: dict[str, list[dict[str, Any]]] = {}
@@ -104,11 +110,12 @@ def split_paths(data: Path, seed: int, multiturn_fraction: float = 0.15, prefer_
         if sig not in seen:
             seen.add(sig)
             searches.append(rec)
-    for name, recs in (("paths_dag.jsonl", searches), ("paths_optimal.jsonl", optimal)):
+    earlier = searches if history == "search" else optimal
+    for name, recs, pool in (("paths_dag.jsonl", searches, earlier), ("paths_optimal.jsonl", optimal, optimal)):
         lines = []
         for rec in recs:
             if optimal and rng.random() < multiturn_fraction:
-                prev = rng.choice(optimal)
+                prev = rng.choice(pool)
                 if prev["question_id"] != rec["question_id"]:
                     rec = {**rec, "history": [{k: prev[k] for k in ("question", "steps", "final_answer")}]}
             lines.append(rec)
