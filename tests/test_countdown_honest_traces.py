@@ -174,3 +174,31 @@ def test_a_search_past_a_hit_tries_the_next_move_and_comes_back():
     assert steps[-1].name == [s.name for s in steps[:-1] if "(39? yes)" in s.thought][-1]
     assert check_path({"steps": [{"name": s.name, "thought": s.thought, "summary": s.summary, "decision": s.decision,
                                   "returns_to": s.returns_to} for s in steps]}, numbers, target) == []
+
+
+def test_an_attempt_after_every_move_was_tried_comes_back_to_the_passed_hit():
+    # a search that passed its hits and tried every move from the question: a cut after the last move
+    # leaves the teacher one way on, the passed hit (it used to find no move and fail the cut)
+    import asyncio
+    import random
+
+    from steiner.countdown.steps import search_path
+    from steiner.countdown.teacher import BuiltinCountdownTeacher
+    from steiner.domain.teacher import Question
+
+    numbers, target = [4, 8, 7], 39
+    steps, answer = search_path(numbers, target, random.Random(0), past_answer_prob=1.0, return_prob=0.0)
+    teacher = BuiltinCountdownTeacher(seed=0, past_answer_prob=1.0)
+    q = Question("q", "Using the numbers 4, 8, 7, make 39.", answer, {"numbers": numbers, "target": target})
+    hidden = Question("q", q.question, "", dict(q.meta))
+
+    async def cut(k):
+        tried = await teacher.forward(hidden, steps[:k], 3, seed=k)
+        return tried, await teacher.reveal(q, steps[:k], tried, seed=k)
+
+    tried, revealed = asyncio.run(cut(len(steps) - 1))
+    assert [(s.name, s.decision) for s in tried] == [(steps[-1].name, "end")]
+    assert revealed.final_answer == answer and revealed.returns_to is None
+    for k in range(len(steps)):  # and every other cut of that trace gives an attempt and a reveal
+        tried, revealed = asyncio.run(cut(k))
+        assert tried and revealed.final_answer

@@ -101,8 +101,9 @@ class BuiltinCountdownTeacher:
         rng = self._rng(q, "forward", len(prefix), seed)
         order, line = _line(numbers, prefix)
         here = line[-1][0] if line else 0
-        # moves already tried from this point of the trace (steps that continued from it)
-        tried = {parse_op(s) for s in _children(prefix, here)}
+        # moves already tried from this point of the trace (steps that continued from it); a hit the
+        # trace went on past (``past_answer_prob``) stays open: coming back to it is how such a search ends
+        tried = {parse_op(s) for s in _children(prefix, here) if step_hit(s) is None}
         out: list[Step] = []
         while len(out) < n_steps and len(order) > 1:
             options = [(op, left) for op, left in ordered_moves(order) if op not in tried]
@@ -122,6 +123,8 @@ class BuiltinCountdownTeacher:
         numbers, target = problem_of(q)
         steps = list(prefix) + list(attempt)
         _, line = _line(numbers, steps)
+        if not line:
+            raise ValueError(f"question {q.id!r}: nothing to reveal (the attempt is empty and no line is open)")
         states: list[State] = [state_of(numbers)] + [parse_state(step_key(s)) or () for _, s in line]
         last = line[-1][1]
         if step_hit(last) is not None or (len(states[-1]) == 1 and states[-1][0] == target):
