@@ -299,3 +299,42 @@ def test_split_paths_takes_the_earlier_turn_from_the_pool_asked_for(tmp_path):
         assert all(r["history"][0]["steps"][0]["name"].startswith("opt") for r in opt if "history" in r)
     with pytest.raises(ValueError, match="'optimal' or 'search'"):
         split_paths(tmp_path, seed=0, history="mixed")
+
+
+def test_a_data_stage_reruns_in_an_empty_folder(tmp_path, monkeypatch):
+    # a writer that resumes (as the synthesis resumes its step records) must not keep what older code
+    # wrote, nor report it as skipped: after a code change the data are written anew, and data written
+    # anew the same way hand on the same digest, so the readers resume
+    import importlib
+
+    src = tmp_path / "code" / "resumable_mod.py"
+    src.parent.mkdir()
+    src.write_text("VALUE = 1\n")
+    monkeypatch.syspath_prepend(str(src.parent))
+    importlib.invalidate_caches()
+    root = tmp_path / "run"
+    calls: list[str] = []
+
+    def write(config, d):
+        calls.append(d.name)
+        rec = d / "records.txt"
+        old = rec.read_text() if rec.exists() else ""
+        rec.write_text(old or f"written by code {src.read_text().split('#')[0].strip()}")
+        (d / "stats.txt").write_text("skipped" if old else "written")
+
+    def stages():
+        p = Pipeline(root)
+        p.run("synth", {}, write, code=["resumable_mod"])
+        p.run("train", {"data": str(root / "synth" / "records.txt")}, write)
+        return p
+
+    first = stages().record("synth").output
+    src.write_text("VALUE = 1  # a comment\n")
+    p = stages()
+    assert calls == ["synth", "train", "synth"]  # same data written anew: train resumes
+    assert p.record("synth").output == first
+    assert (root / "synth" / "stats.txt").read_text() == "written"
+    src.write_text("VALUE = 2\n")
+    stages()
+    assert (root / "synth" / "records.txt").read_text() == "written by code VALUE = 2"
+    assert calls[-2:] == ["synth", "train"]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from transformers import LogitsProcessor, LogitsProcessorList
@@ -221,7 +223,9 @@ def test_format_budget_forces_closing_tokens_in_order(tiny_tokenizer, ids):
     assert parse(text).ok
 
 
-def test_format_min_steps_moves_end_mass_to_proceed(tiny_tokenizer, ids):
+def test_format_min_steps_keeps_the_models_odds_of_proceed_and_backtrack(tiny_tokenizer, ids):
+    # below min_steps the end is banned and nothing moves to proceed: after a step that reached the
+    # answer the model's own choice (here backtrack, 4:1 in softmax terms) is what the search does next
     proc = FormatLogitsProcessor(tiny_tokenizer, min_steps=2, prompt_lengths=0)
     step = [ids.step_start]
     for s, e in ((ids.name_start, ids.name_end), (ids.thought_start, ids.thought_end),
@@ -230,9 +234,15 @@ def test_format_min_steps_moves_end_mass_to_proceed(tiny_tokenizer, ids):
     seq = torch.tensor([[ids.reasoning_start] + step + [ids.step_end]])
     scores = torch.zeros(1, 430)
     scores[0, ids.reasoning_end] = 3.0
+    scores[0, ids.backtrack] = math.log(4.0)
     out = proc(seq, scores)
     assert allowed(out)[0] == {ids.proceed, ids.backtrack}
-    assert out[0, ids.proceed] == pytest.approx(torch.logaddexp(torch.tensor(0.0), torch.tensor(3.0)).item())
+    probs = out.softmax(-1)[0]
+    assert probs[ids.backtrack].item() == pytest.approx(0.8)
+    assert probs[ids.proceed].item() == pytest.approx(0.2)
+    # the step-bounds processor makes the same choice
+    bounds = StepBoundsLogitsProcessor(tiny_tokenizer, min_steps=2, prompt_lengths=0)
+    assert torch.allclose(bounds(seq, scores).softmax(-1), probs.unsqueeze(0))
 
 
 def test_format_grammar_states(tiny_tokenizer, ids):

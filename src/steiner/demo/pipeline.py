@@ -20,6 +20,7 @@ import dataclasses
 import hashlib
 import json
 import platform
+import shutil
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -217,6 +218,10 @@ class Pipeline:
                 return rec.result
         if self.on_start:
             self.on_start(name)
+        if code and stage_dir.exists():
+            # a data stage writes its data anew: resuming would keep records an older code wrote (the
+            # synthesis resumes its step records) and count them as skipped, so the output would differ
+            shutil.rmtree(stage_dir)
         stage_dir.mkdir(parents=True, exist_ok=True)
         marker.unlink(missing_ok=True)  # an interrupted rerun must not leave the old marker looking complete
         t0 = time.perf_counter()

@@ -11,9 +11,11 @@ The grammar it enforces, token by token (text = any vocabulary entry that is not
 
 Inside a field the model writes text or the field's end token, nothing else; after a decision only
 a new step may start; after ``<|reasoning_end|>`` only text and eos. Step bounds follow
-`StepBoundsLogitsProcessor` (``min_steps``, ``max_steps``), except that below ``min_steps`` the
-probability the model gives to ending moves to proceed ("an early end becomes proceed", as s1's
-budget forcing turns an end of thinking into "Wait"). ``max_reasoning_tokens`` caps the reasoning
+`StepBoundsLogitsProcessor` (``min_steps``, ``max_steps``): below ``min_steps`` ending is removed and
+the model's own odds choose between proceed and backtrack. (Moving the end's probability to proceed,
+as s1's budget forcing turns an end of thinking into "Wait", was measured and dropped: after a step
+that reached the answer, proceed is out of distribution and backtrack is the search's way on; see
+docs/demo.md, session 27.) ``max_reasoning_tokens`` caps the reasoning
 (s1-style budget forcing): when the tokens left are just enough to close the open step (empty
 remaining fields, step end) and end the reasoning, those closing tokens are forced in order, so the
 reasoning (``<|reasoning_start|>`` to ``<|reasoning_end|>`` inclusive) never exceeds the budget when
@@ -69,7 +71,7 @@ class FormatLogitsProcessor(LogitsProcessor):
 
     Args:
         tokenizer: a tokenizer extended with the reasoning tokens; its eos ends the answer.
-        min_steps: the reasoning may not end before this many steps (an early end becomes proceed).
+        min_steps: the reasoning may not end before this many steps (proceed or backtrack, the model's odds).
         max_steps: after this many steps the reasoning must end (None: no bound).
         max_reasoning_tokens: budget for the reasoning, ``<|reasoning_end|>`` included (None: none).
         prompt_lengths: where each row's completion starts (see `steiner.infer.step_bounds.CompletionStart`).
@@ -303,14 +305,8 @@ class FormatLogitsProcessor(LogitsProcessor):
         return rules
 
     def mask(self, scores: torch.Tensor, rules: torch.Tensor) -> torch.Tensor:
-        """A new tensor: each row keeps only what its rule allows; below min_steps the mass of "end"
-        goes to "proceed"."""
-        out = scores.masked_fill(self.table.banned(scores.shape[-1], scores.device)[rules], float("-inf"))
-        cont = torch.nonzero(rules == CONTINUE).flatten() if self.min_steps else None
-        if cont is not None and cont.numel():
-            t = self.vocab.ids
-            out[cont, t.proceed] = torch.logaddexp(scores[cont, t.proceed], scores[cont, t.reasoning_end])
-        return out
+        """A new tensor: each row keeps only what its rule allows (the allowed scores unchanged)."""
+        return scores.masked_fill(self.table.banned(scores.shape[-1], scores.device)[rules], float("-inf"))
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         return self.mask(scores, self.rules(input_ids))
