@@ -71,14 +71,20 @@ def test_a_stage_reruns_when_a_stage_it_reads_changed_and_only_then(tmp_path):
     assert p.record("b").inputs == ["a"] and p.record("c").inputs == [] and p.record("d").inputs == ["a"]
 
 
-def test_a_data_stage_reruns_when_its_code_changes_and_its_readers_only_when_the_data_did(tmp_path, monkeypatch):
+def _code_module(tmp_path: Path, monkeypatch, name: str) -> Path:
+    """The source file of an importable module ``name`` (``VALUE = 1``), for a data stage's code key."""
     import importlib
 
-    src = tmp_path / "code" / "writer_mod.py"
+    src = tmp_path / "code" / f"{name}.py"
     src.parent.mkdir()
     src.write_text("VALUE = 1\n")
     monkeypatch.syspath_prepend(str(src.parent))
     importlib.invalidate_caches()
+    return src
+
+
+def test_a_data_stage_reruns_when_its_code_changes_and_its_readers_only_when_the_data_did(tmp_path, monkeypatch):
+    src = _code_module(tmp_path, monkeypatch, "writer_mod")
     root = tmp_path / "run"
     calls: list[str] = []
     data = {"text": "x"}
@@ -305,13 +311,7 @@ def test_a_data_stage_reruns_in_an_empty_folder(tmp_path, monkeypatch):
     # a writer that resumes (as the synthesis resumes its step records) must not keep what older code
     # wrote, nor report it as skipped: after a code change the data are written anew, and data written
     # anew the same way hand on the same digest, so the readers resume
-    import importlib
-
-    src = tmp_path / "code" / "resumable_mod.py"
-    src.parent.mkdir()
-    src.write_text("VALUE = 1\n")
-    monkeypatch.syspath_prepend(str(src.parent))
-    importlib.invalidate_caches()
+    src = _code_module(tmp_path, monkeypatch, "resumable_mod")
     root = tmp_path / "run"
     calls: list[str] = []
 
