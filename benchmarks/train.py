@@ -6,6 +6,10 @@ tokens of the data, divided by the Trainer's own train_runtime (loading and toke
 Each run is a fresh subprocess so its peak RSS is its own.
 
     .venv/bin/python benchmarks/train.py [--paths 200] [--batch 8] [--max-length 1024] [--pack-length 1024]
+        [--hidden 64] [--layers 2] [--compile]
+
+``--compile`` adds steiner SFT and CPT with ``torch_compile`` on (the compile time is inside train s);
+``--hidden 128 --layers 4`` is the demo's model.
 """
 
 from __future__ import annotations
@@ -47,7 +51,7 @@ def make_paths(n: int, seed: int) -> list[dict]:
     return out
 
 
-def setup(work: Path, n_paths: int) -> tuple[Path, Path]:
+def setup(work: Path, n_paths: int, hidden: int = 64, layers: int = 2) -> tuple[Path, Path]:
     from steiner.format import ReasoningPath, render, step_from_dict
     from steiner.modeling import TinyModelConfig, build_model
     from steiner.tokenizer import train_tokenizer
@@ -59,7 +63,8 @@ def setup(work: Path, n_paths: int) -> tuple[Path, Path]:
              for p in paths[:200]]
     tok = train_tokenizer(texts, vocab_size=1024)
     mdir = work / "model"
-    build_model(tok, TinyModelConfig(hidden_size=64, num_layers=2, num_heads=4)).save_pretrained(mdir)
+    build_model(tok, TinyModelConfig(hidden_size=hidden, num_layers=layers, num_heads=4,
+                                                   intermediate_size=4 * hidden)).save_pretrained(mdir)
     tok.save_pretrained(mdir)
     return pfile, mdir
 
@@ -69,8 +74,9 @@ def run_one(kind: str, pfile: str, mdir: str, out: str, batch: int, max_length: 
     from steiner.train.common import read_paths
 
     cpu0 = _cpu()
+    kind, compiled = kind.removesuffix("+compile"), kind.endswith("+compile")
     common = dict(model=mdir, output_dir=out, num_epochs=1, per_device_batch_size=batch, save_steps=10**6,
-                  logging_steps=10**6, learning_rate=1e-3, resume=False, use_cpu=True)
+                  logging_steps=10**6, learning_rate=1e-3, resume=False, use_cpu=True, torch_compile=compiled)
     if kind == "cpt":
         from steiner.train.cpt import CPTConfig
         from steiner.train.cpt import main as cpt_main
@@ -104,7 +110,7 @@ def run_one(kind: str, pfile: str, mdir: str, out: str, batch: int, max_length: 
     cpu = _cpu() - cpu0
     runtime = float(s["metrics"]["train_runtime"])
     rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return {"kind": kind, "tokens": tokens, "runtime_s": runtime, "tokens_per_s": tokens / runtime,
+    return {"kind": kind + ("+compile" if compiled else ""), "tokens": tokens, "runtime_s": runtime, "tokens_per_s": tokens / runtime,
             "cpu_s": cpu, "tokens_per_cpu_s": tokens / cpu, "peak_rss_mb": rss_mb}
 
 
@@ -120,6 +126,9 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=8, help="per-device batch size (rows)")
     ap.add_argument("--max-length", type=int, default=1024, help="truncation length of the unpacked TRL baseline")
     ap.add_argument("--pack-length", type=int, default=1024, help="CPT block size and SFT packing length")
+    ap.add_argument("--hidden", type=int, default=64, help="model width (the demo's is 128)")
+    ap.add_argument("--layers", type=int, default=2, help="model depth (the demo's is 4)")
+    ap.add_argument("--compile", action="store_true", help="also run steiner SFT and CPT with torch_compile")
     ap.add_argument("--one", help=argparse.SUPPRESS)
     ap.add_argument("--work", help=argparse.SUPPRESS)
     a = ap.parse_args()
@@ -136,9 +145,10 @@ def main() -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        setup(work, a.paths)
+        setup(work, a.paths, a.hidden, a.layers)
         rows = {}
-        for kind in ("trl", "sft", "cpt"):
+        kinds = ("trl", "sft", "cpt") + (("sft+compile", "cpt+compile") if a.compile else ())
+        for kind in kinds:
             cmd = [sys.executable, __file__, "--one", kind, "--work", str(work), "--batch", str(a.batch),
                    "--max-length", str(a.max_length), "--pack-length", str(a.pack_length)]
             proc = subprocess.run(cmd, capture_output=True, text=True)
@@ -147,13 +157,14 @@ def main() -> None:
                 sys.exit(f"{kind} run failed:\n{proc.stderr[-3000:]}")
             rows[kind] = json.loads(line[0][len("RESULT "):])
     base, base_cpu = rows["trl"]["tokens_per_s"], rows["trl"]["tokens_per_cpu_s"]
-    names = {"trl": "TRL SFTTrainer, no packing", "sft": "steiner SFT, packed", "cpt": "steiner CPT, blocks"}
+    names = {"trl": "TRL SFTTrainer, no packing", "sft": "steiner SFT, packed", "cpt": "steiner CPT, blocks",
+             "sft+compile": "steiner SFT, packed, torch.compile", "cpt+compile": "steiner CPT, blocks, torch.compile"}
     table = Table(title=f"training throughput, {a.paths} paths, 1 epoch, batch {a.batch}, "
-                        f"pack length {a.pack_length}, {os.cpu_count()} CPU cores")
+                        f"pack length {a.pack_length}, hidden {a.hidden} x {a.layers} layers, {os.cpu_count()} CPU cores")
     cols = ("run", "real tokens", "train s", "tokens/s", "vs TRL", "CPU s", "tokens/CPU-s", "vs TRL", "peak RSS MB")
     for col in cols:
         table.add_column(col, justify="left" if col == "run" else "right")
-    for kind in ("trl", "sft", "cpt"):
+    for kind in kinds:
         r = rows[kind]
         table.add_row(names[kind], str(r["tokens"]), f"{r['runtime_s']:.1f}", f"{r['tokens_per_s']:.0f}",
                       f"{r['tokens_per_s'] / base:.2f}x", f"{r['cpu_s']:.0f}", f"{r['tokens_per_cpu_s']:.0f}",

@@ -1,4 +1,4 @@
-"""CPT: mixture, packing into blocks, and a real run that trains the reasoning-token embeddings."""
+"""CPT: mixture, packing into blocks, a real run that trains the reasoning-token embeddings, and compiled training."""
 
 from __future__ import annotations
 
@@ -77,3 +77,45 @@ def test_cpt_trains_reasoning_embeddings(tmp_path, tiny_model_dir):
     assert summary["global_step"] == 3 and summary["stage"] == "cpt"
     assert summary["data"]["reasoning_tokens"] > 0 and summary["data"]["text_tokens"] > 0
     assert list((out / "runs").rglob("events.out.tfevents.*")), "no TensorBoard events written"
+
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stage", ["cpt", "sft"])
+def test_torch_compile_trains_the_same_weights_as_eager(tmp_path, tiny_model_dir, stage):
+    """torch_compile changes how a step runs, not what it computes: three steps compiled and eager end at
+    the same weights (SFT on packed rows, whose attention restarts at every conversation), and the compiled
+    run's folder loads as a plain model (no ``_orig_mod.`` keys)."""
+    import torch
+    from safetensors.torch import load_file
+    from torch._dynamo.utils import counters
+
+    from conftest import CORPUS
+    from steiner.tokenizer import load_model
+    from steiner.train.cpt import CPTConfig
+    from steiner.train.cpt import main as cpt_main
+    from steiner.train.sft import SteinerSFTConfig
+    from steiner.train.sft import main as sft_main
+
+    text = tmp_path / "text.txt"
+    text.write_text("\n\n".join(CORPUS[:10]))
+    paths = write_paths(tmp_path / "paths.jsonl", n=16)
+    outs, graphs = {}, {}
+    for compiled in (False, True):
+        counters.clear()
+        common = dict(model=str(tiny_model_dir), output_dir=str(tmp_path / f"out{compiled}"), max_steps=3,
+                      per_device_batch_size=4, save_steps=100, logging_steps=1, learning_rate=1e-2,
+                      torch_compile=compiled)
+        if stage == "cpt":
+            outs[compiled] = cpt_main(CPTConfig(**common, text_files=[str(text)], reasoning_ratio=0.0, max_length=64))
+        else:
+            outs[compiled] = sft_main(SteinerSFTConfig(**common, paths_files=[str(paths)], packing=True,
+                                                       max_length=512))
+        graphs[compiled] = counters["stats"]["unique_graphs"]
+    assert graphs[False] == 0 and graphs[True] > 0  # the option reached the Trainer
+    assert not [k for k in load_file(outs[True] / "model.safetensors") if "_orig_mod" in k]
+    eager, compiled = load_model(outs[False]).state_dict(), load_model(outs[True]).state_dict()
+    start = load_model(tiny_model_dir).state_dict()
+    for name, w in eager.items():
+        assert torch.allclose(w, compiled[name], atol=1e-4), name
+    assert any(not torch.allclose(w, start[name]) for name, w in eager.items())  # the steps did move the weights

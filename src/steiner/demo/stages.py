@@ -185,7 +185,7 @@ def cpt(cfg: DemoConfig, out: Path, *, model: Path, paths: Path, text: Path) -> 
     return CPTConfig(model=str(model), output_dir=str(out), seed=cfg.seed, paths_files=[str(paths)],
                      text_files=[str(text)], reasoning_ratio=cfg.cpt_reasoning_ratio, num_epochs=cfg.cpt_epochs, max_length=1024,
                      per_device_batch_size=4, learning_rate=2e-3, warmup_ratio=0.05, save_steps=10_000,
-                     logging_steps=20)
+                     logging_steps=20, torch_compile=cfg.compile)
 
 
 def run_cpt(c: CPTConfig, out: Path) -> dict[str, Any]:
@@ -199,7 +199,7 @@ def sft(cfg: DemoConfig, out: Path, *, model: Path, paths: Path, text: Path, max
                             text_files=[str(text)] if cfg.sft_text_ratio > 0 else [], text_ratio=cfg.sft_text_ratio,
                             num_epochs=cfg.sft_epochs, max_steps=max_steps, max_length=cfg.sft_max_length,
                             per_device_batch_size=8, learning_rate=1e-3, warmup_ratio=0.05, save_steps=10_000,
-                            logging_steps=20)
+                            logging_steps=20, torch_compile=cfg.compile)
 
 
 def run_sft(c: SteinerSFTConfig, out: Path) -> dict[str, Any]:
