@@ -79,7 +79,6 @@ def test_cpt_trains_reasoning_embeddings(tmp_path, tiny_model_dir):
     assert list((out / "runs").rglob("events.out.tfevents.*")), "no TensorBoard events written"
 
 
-
 @pytest.mark.slow
 @pytest.mark.parametrize("stage", ["cpt", "sft"])
 def test_torch_compile_trains_the_same_weights_as_eager(tmp_path, tiny_model_dir, stage):
