@@ -202,3 +202,32 @@ def test_an_attempt_after_every_move_was_tried_comes_back_to_the_passed_hit():
     for k in range(len(steps)):  # and every other cut of that trace gives an attempt and a reveal
         tried, revealed = asyncio.run(cut(k))
         assert tried and revealed.final_answer
+
+
+def test_a_budgeted_search_passes_each_hit_before_its_budget_tries_one_more_move_and_comes_back():
+    from steiner.countdown.steps import search_path
+
+    numbers, target = [4, 8, 7], 39
+    plain, answer = search_path(numbers, target)
+    assert len(plain) == 3  # the hit is the third move
+    # a budget the hit already meets changes nothing
+    for k in (1, 2, 3):
+        steps, again = search_path(numbers, target, min_steps=k)
+        assert again == answer and [(s.name, s.decision) for s in steps] == [(s.name, s.decision) for s in plain]
+
+    def moves(steps):
+        return [(s.name.split(": ")[-1], s.decision, s.returns_to) for s in steps]
+
+    # min_steps 4: the hit at step 3 is passed, the next move tried, the hit written again at step 5, the end
+    steps, again = search_path(numbers, target, min_steps=4)
+    assert again == answer
+    assert moves(steps) == [("8+4", "backtrack", 0), ("8-4", "backtrack", 0), ("8*4", "backtrack", 0),
+                            ("8/4", "backtrack", 0), ("8*4", "end", None)]
+    # min_steps 6: back at step 5 is still short of the budget, so the hit is passed again, one more move
+    steps, again = search_path(numbers, target, min_steps=6)
+    assert again == answer
+    assert moves(steps)[4:] == [("8*4", "backtrack", 0), ("8+7", "backtrack", 0), ("8*4", "end", None)]
+    assert sum(s.decision == "end" for s in steps) == 1 and len(steps) >= 6
+    as_dicts = [{"name": s.name, "thought": s.thought, "summary": s.summary, "decision": s.decision,
+                 "returns_to": s.returns_to} for s in steps]
+    assert check_path({"steps": as_dicts}, numbers, target) == []

@@ -307,6 +307,35 @@ def test_split_paths_takes_the_earlier_turn_from_the_pool_asked_for(tmp_path):
         split_paths(tmp_path, seed=0, history="mixed")
 
 
+def test_split_paths_writes_a_share_of_the_searches_for_a_stated_budget(tmp_path):
+    from steiner.countdown.steps import search_path
+    from steiner.demo.stages import split_paths
+    from steiner.format import step_to_dict
+    from steiner.jsonl import read_jsonl, write_jsonl
+
+    problems = [{"id": f"p{i}", "numbers": [4, 8, 7], "target": 39, "question": "q"} for i in range(40)]
+    plain, answer = search_path([4, 8, 7], 39)
+    write_jsonl(tmp_path / "problems.jsonl", problems)
+    write_jsonl(tmp_path / "paths.jsonl", [{"id": f"p{i}-dag-0", "question_id": f"p{i}", "question": "q",
+                                            "source": "dag", "final_answer": answer,
+                                            "steps": [step_to_dict(s) for s in plain]} for i in range(40)])
+    split_paths(tmp_path, seed=0, multiturn_fraction=0.0)
+    before = (tmp_path / "paths_dag.jsonl").read_text()
+    split_paths(tmp_path, seed=0, multiturn_fraction=0.0, budget_fraction=0.0, budget_steps=[4, 4])
+    assert (tmp_path / "paths_dag.jsonl").read_text() == before  # no budget: the same file
+    split_paths(tmp_path, seed=0, multiturn_fraction=0.0, budget_fraction=0.5, budget_steps=[4, 5])
+    recs = list(read_jsonl(tmp_path / "paths_dag.jsonl", "x"))
+    budgeted = [r for r in recs if r["source"] == "budget"]
+    assert len(recs) == 40 and 10 <= len(budgeted) <= 30
+    for r in budgeted:
+        k = int(r["id"].rsplit("-min", 1)[1])
+        assert k in (4, 5) and r["system"] == f"Take at least {k} steps." and r["final_answer"] == answer
+        # the hit (step 3) is passed until the budget: one more move, then back to it
+        assert len(r["steps"]) == 5 and [s["decision"] for s in r["steps"]].count("end") == 1
+    assert {len(r["steps"]) for r in recs if r["source"] == "dag"} == {3} and not any("system" in r for r in recs
+                                                                                       if r["source"] == "dag")
+
+
 def test_a_data_stage_reruns_in_an_empty_folder(tmp_path, monkeypatch):
     # a writer that resumes (as the synthesis resumes its step records) must not keep what older code
     # wrote, nor report it as skipped: after a code change the data are written anew, and data written

@@ -19,9 +19,11 @@ class CountingBackend(LocalBackend):
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.asked: list[tuple[str, int]] = []
+        self.messages: list[list[dict]] = []
 
     def run(self, requests: list[Request], settings: GenSettings, on_output) -> None:
         self.asked += [(r.question_id, r.sample) for r in requests]
+        self.messages += [r.messages for r in requests]
         super().run(requests, settings, on_output)
 
 
@@ -80,6 +82,30 @@ def test_eval_writes_reports_and_resumes(tmp_path: Path, tiny_model_dir, backend
     assert backend.asked == []
     main(EvalConfig(**{**cfg.__dict__, "n": 1, "max_steps": 1}), backend=backend)
     assert len(backend.asked) == 4 and len(load_samples(out / "samples.jsonl")) == 16
+
+
+def test_a_system_message_is_sent_and_keys_its_own_samples(tmp_path: Path, tiny_model_dir,
+                                                            backend: CountingBackend) -> None:
+    out = tmp_path / "eval"
+    base = dict(task="mc_sample", model=str(tiny_model_dir), n=1, limit=2, max_new_tokens=24, min_steps=2,
+                format_strict=True, out=str(out))
+    backend.asked.clear()
+    main(EvalConfig(**base), backend=backend)
+    assert [m[0]["role"] for m in backend.messages[-2:]] == ["user", "user"]
+    # the budget stated: the same settings with a system message are other samples, not the cached ones
+    backend.asked.clear()
+    report = main(EvalConfig(**base, state_min_steps=True), backend=backend)
+    assert len(backend.asked) == 2
+    assert [m[0] for m in backend.messages[-2:]] == [{"role": "system", "content": "Take at least 2 steps."}] * 2
+    assert len(load_samples(out / "samples.jsonl")) == 4
+    assert report["settings_key"].startswith(EvalConfig(**base).settings().key() + "-")
+    # a system prompt of the user's comes first; without min_steps nothing is stated
+    both = EvalConfig(**base, state_min_steps=True, system_prompt="Be brief.")
+    assert both.system_message() == "Be brief.\nTake at least 2 steps."
+    assert EvalConfig(**{**base, "min_steps": 0}, state_min_steps=True).system_message() is None
+    backend.asked.clear()
+    main(EvalConfig(**base, state_min_steps=True), backend=backend)
+    assert backend.asked == []  # and they are cached under their own key
 
 
 def test_sweep_writes_table_and_plots(tmp_path: Path, tiny_model_dir, backend: CountingBackend) -> None:

@@ -31,6 +31,24 @@ def test_prompt_tokens_are_masked_and_assistant_tokens_are_not(tmp_path, tiny_to
     assert full["labels"] == ids
 
 
+def test_a_budgeted_record_states_its_budget_in_an_untrained_system_message(tmp_path, tiny_tokenizer):
+    from steiner.format import min_steps_prompt
+    from steiner.train.common import path_messages, read_paths
+    from steiner.train.sft import IGNORE_INDEX, tokenize_conversation
+
+    rec, _ = read_paths(str(write_paths(tmp_path / "p.jsonl", n=1)))[0]
+    plain = tokenize_conversation(tiny_tokenizer, path_messages(rec))
+    msgs = path_messages({**rec, "system": min_steps_prompt(4)})
+    assert msgs[0] == {"role": "system", "content": "Take at least 4 steps."} and msgs[1:] == path_messages(rec)
+    ex = tokenize_conversation(tiny_tokenizer, msgs)
+    assert "Take at least 4 steps." in tiny_tokenizer.decode(ex["input_ids"])
+    # the system message is prompt: the trained tokens are exactly the plain record's
+    assert ([t for t, lab in zip(ex["input_ids"], ex["labels"], strict=True) if lab != IGNORE_INDEX]
+            == [t for t, lab in zip(plain["input_ids"], plain["labels"], strict=True) if lab != IGNORE_INDEX])
+    with pytest.raises(ValueError, match="positive integer"):
+        min_steps_prompt(0)
+
+
 def test_template_without_generation_markers_is_an_error(tmp_path, tiny_tokenizer):
     import copy
 

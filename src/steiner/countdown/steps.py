@@ -237,7 +237,7 @@ def ops_steps(numbers: list[int], ops: list[Op], target: int, rng: Any = None, *
 
 
 def search_path(numbers: list[int], target: int, rng: Any = None, past_answer_prob: float = 0.0,
-                return_prob: float = 0.5) -> tuple[list[Step], str] | None:
+                return_prob: float = 0.5, min_steps: int = 0) -> tuple[list[Step], str] | None:
     """The search trace for a problem: depth-first over `ordered_moves`, every dead end explored.
 
     A step whose checks miss backtracks to the step it came from; a move that leaves three or more
@@ -251,10 +251,18 @@ def search_path(numbers: list[int], target: int, rng: Any = None, past_answer_pr
     again and ends there (a later hit it takes, or passes in turn). Forced to take more steps than it
     needs (`min_steps`), a model trained on such traces has a way to go on and to come back. Leaving a
     line that works claims nothing about it, so no judgment is added.
+
+    With ``min_steps`` (a budget the prompt states, `min_steps_prompt`) the passes are not left to chance:
+    a hit before step ``min_steps`` is passed, the search tries the next move and comes back to the hit;
+    a return that is still before ``min_steps`` passes the hit again and tries the next move after that.
+    The rule is local (pass, one more move, back), so a model need not count: the step-bounds processor
+    removes the end below ``min_steps`` and the trace shows what to do instead.
     """
     steps: list[Step] = []
 
     def passes() -> bool:
+        if min_steps:
+            return len(steps) < min_steps
         return past_answer_prob > 0 and rng is not None and rng.random() < past_answer_prob
 
     def dfs(order: list[int], parent: int) -> list[Op] | None:
@@ -281,6 +289,13 @@ def search_path(numbers: list[int], target: int, rng: Any = None, past_answer_pr
                 last = steps[-1]
                 last.returns_to = parent
                 last.reflection += f" Every move from {_fmt(left)} is tried."
+            if passed is not None and min_steps:  # back to the hit after one more move
+                again = op_step(order, passed[0], target, decision="end", order=order)
+                steps.append(again)
+                if len(steps) >= min_steps:
+                    return passed
+                again.decision, again.returns_to = "backtrack", parent
+                continue
             if passed is not None and rng.random() < return_prob:
                 break
         if passed is not None:  # back to the hit: the same step again, and the search ends there

@@ -19,7 +19,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
-from steiner.config import check_range, opt, to_dict
+from steiner.config import ConfigError, check_range, opt, to_dict
 
 
 @dataclass
@@ -43,6 +43,10 @@ class DemoConfig:
                    "a client sends the model's own turn back; 0.5 + search: follow-up -3.5 vs -42 points, docs/demo.md)")
     past_answer_prob: float = opt(0.0, "chance a search goes on past a hit and comes back to it, so that forcing "
                                        "more steps (min_steps) stays in distribution (0.2: docs/demo.md)")
+    budget_fraction: float = opt(0.0, "share of training searches written for a step budget stated in a system "
+                                      "message ('Take at least K steps.'): hits before K are passed and come back, so "
+                                      "forcing more steps (min_steps, stated) stays in distribution (docs/demo.md)")
+    budget_steps: list[int] = opt([2, 6], "range of K of those budgeted searches: lo,hi")
     vocab_size: int = opt(512, "size of the demo's own BPE vocabulary (before number and reasoning tokens)")
     number_tokens: int = opt(2000, "whole numbers below this are single tokens (arithmetic as facts, not digits)")
     hidden_size: int = opt(128, "model width")
@@ -77,8 +81,10 @@ class DemoConfig:
                      "num_layers", "eval_n", "max_new_tokens", "rl_group"):
             check_range(name, getattr(self, name), lo=1)
         check_range("rl_steps", self.rl_steps, lo=0)
-        for name in ("multiturn_fraction", "past_answer_prob"):
+        for name in ("multiturn_fraction", "past_answer_prob", "budget_fraction"):
             check_range(name, getattr(self, name), lo=0.0, hi=1.0)
+        if len(self.budget_steps) != 2 or not 1 <= self.budget_steps[0] <= self.budget_steps[1]:
+            raise ConfigError(f"budget_steps must be lo,hi with 1 <= lo <= hi, got {self.budget_steps!r}")
 
 
 QUICK = {  # ~10 minutes on 2 CPU cores (docs/demo.md): every stage runs, on less data

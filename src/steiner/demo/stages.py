@@ -58,6 +58,8 @@ class SynthStage:
     multiturn_fraction: float = 0.15  # share of SFT records that get an earlier turn as history
     split_seed: int = 0
     multiturn_history: str = "optimal"  # what the earlier turn of a search's conversation is: "optimal" or "search"
+    budget_fraction: float = 0.0  # share of searches rewritten for a stated step budget (`budget_searches`)
+    budget_steps: list[int] = field(default_factory=lambda: [2, 6])  # range of those budgets: lo,hi
 
 
 def synth(cfg: DemoConfig, out: Path) -> SynthStage:
@@ -70,7 +72,8 @@ def synth(cfg: DemoConfig, out: Path) -> SynthStage:
                           # walks enter every dead end in the domain's move order: the depth-first
                           # search, which a small model can learn (a random order it cannot)
                           explore_prob=1.0, max_backtracks=40, past_answer_prob=cfg.past_answer_prob),
-        split_seed=cfg.seed, multiturn_fraction=cfg.multiturn_fraction, multiturn_history=cfg.multiturn_history)
+        split_seed=cfg.seed, multiturn_fraction=cfg.multiturn_fraction, multiturn_history=cfg.multiturn_history,
+        budget_fraction=cfg.budget_fraction, budget_steps=list(cfg.budget_steps))
 
 
 def run_synth(c: SynthStage, out: Path) -> dict[str, Any]:
@@ -78,18 +81,54 @@ def run_synth(c: SynthStage, out: Path) -> dict[str, Any]:
 
     synth_main(c.synth)
     split_paths(out, c.split_seed, c.multiturn_fraction, prefer_reference=c.synth.past_answer_prob > 0,
-                history=c.multiturn_history)
+                history=c.multiturn_history, budget_fraction=c.budget_fraction, budget_steps=c.budget_steps)
     return json.loads((out / "stats.json").read_text())
 
 
+def budget_searches(searches: list[dict[str, Any]], problems: Path, fraction: float, steps: list[int],
+                    seed: int) -> list[dict[str, Any]]:
+    """``searches`` with a ``fraction`` of them written again for a step budget K drawn from ``steps``
+    (lo,hi): the search of `steiner.countdown.steps.search_path` with ``min_steps=K``, which passes each hit
+    before step K, tries one more move and comes back, and a system message that states the budget
+    (`steiner.format.min_steps_prompt`). A model trained on them has a way to go on when a request forces
+    (and states) more steps, while a request without a budget sees only the plain searches' behaviour."""
+    import random
+
+    from steiner.countdown.steps import search_path
+    from steiner.format import min_steps_prompt, step_to_dict
+
+    if fraction <= 0:
+        return searches
+    lo, hi = steps
+    rng = random.Random(f"{seed}:budget")
+    by_id = {p["id"]: p for p in read_jsonl(problems, "problems")}
+    out = []
+    for rec in searches:
+        if rng.random() >= fraction:
+            out.append(rec)
+            continue
+        k = rng.randint(lo, hi)
+        p = by_id.get(rec["question_id"])
+        if p is None:
+            raise ValueError(f"{problems}: no problem {rec['question_id']!r} for the search {rec['id']!r}")
+        found = search_path(p["numbers"], p["target"], min_steps=k)
+        if found is None:
+            raise ValueError(f"{problems}: problem {p['id']!r} has no solution")
+        body, answer = found
+        out.append({**rec, "id": f"{rec['id']}-min{k}", "steps": [step_to_dict(st) for st in body],
+                    "final_answer": answer, "source": "budget", "system": min_steps_prompt(k)})
+    return out
+
+
 def split_paths(data: Path, seed: int, multiturn_fraction: float = 0.15, prefer_reference: bool = False,
-                history: str = "optimal") -> None:
+                history: str = "optimal", budget_fraction: float = 0.0, budget_steps: list[int] | None = None) -> None:
     """Write paths_dag.jsonl (DAG walks with backtracks) and paths_optimal.jsonl (shortest paths only).
 
     A ``multiturn_fraction`` of the records in each file get an earlier turn as ``history`` (another
     question's optimal path; with ``history="search"``, in the search file another question's search, as
     a client sends the model's own earlier turn back), so the model sees conversations whose earlier
-    reasoning is collapsed to summaries.
+    reasoning is collapsed to summaries. A ``budget_fraction`` of the searches are written for a stated
+    step budget (`budget_searches`).
     """
     if history not in ("optimal", "search"):
         raise ValueError(f"multiturn history must be 'optimal' or 'search', got {history!r}")
@@ -110,6 +149,7 @@ def split_paths(data: Path, seed: int, multiturn_fraction: float = 0.15, prefer_
         if sig not in seen:
             seen.add(sig)
             searches.append(rec)
+    searches = budget_searches(searches, data / "problems.jsonl", budget_fraction, budget_steps or [2, 6], seed)
     earlier = searches if history == "search" else optimal
     for name, recs, pool in (("paths_dag.jsonl", searches, earlier), ("paths_optimal.jsonl", optimal, optimal)):
         lines = []
@@ -234,7 +274,8 @@ def evaluate(cfg: DemoConfig, out: Path, *, model: Path, data: Path, min_steps: 
              max_steps: int | None = None, format_strict: bool = True) -> EvalConfig:
     return EvalConfig(task="countdown", data=str(data / "test_problems.jsonl"), model=str(model), n=cfg.eval_n,
                       temperature=0.7, max_new_tokens=cfg.max_new_tokens, format_strict=format_strict,
-                      min_steps=min_steps, max_steps=max_steps, seed=cfg.seed, out=str(out), batch_size=32)
+                      min_steps=min_steps, max_steps=max_steps, seed=cfg.seed, out=str(out), batch_size=32,
+                      state_min_steps=cfg.budget_fraction > 0)
 
 
 def run_eval(c: EvalConfig, out: Path) -> dict[str, Any]:
@@ -247,7 +288,7 @@ def run_eval(c: EvalConfig, out: Path) -> dict[str, Any]:
 def sweep(cfg: DemoConfig, out: Path, *, model: Path, data: Path) -> SweepConfig:
     return SweepConfig(task="countdown", data=str(data / "test_problems.jsonl"), model=str(model), n=cfg.eval_n,
                        temperature=0.7, max_new_tokens=cfg.max_new_tokens, format_strict=True, seed=cfg.seed,
-                       out=str(out), batch_size=32,
+                       out=str(out), batch_size=32, state_min_steps=cfg.budget_fraction > 0,
                        grid=",".join([f"0:{m}" for m in cfg.sweep_max_steps] + ["0:none"]
                                      + [f"{m}:none" for m in cfg.sweep_min_steps]))
 

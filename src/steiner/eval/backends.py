@@ -29,9 +29,11 @@ class GenSettings(DecodeOptions):
     max_new_tokens: int = 2048
     seed: int = 0
 
-    def key(self) -> str:
-        """A short stable hash of the settings (the cache key part)."""
-        return format(zlib.crc32(json.dumps(asdict(self), sort_keys=True).encode()), "08x")
+    def key(self, system: str | None = None) -> str:
+        """A short stable hash of the settings (the cache key part), and of the ``system`` message sent with
+        every question when there is one: other instructions are other samples."""
+        k = format(zlib.crc32(json.dumps(asdict(self), sort_keys=True).encode()), "08x")
+        return f"{k}-{zlib.crc32(system.encode()):08x}" if system else k
 
 
 @dataclass

@@ -317,9 +317,10 @@ def path_messages(record: dict[str, Any]) -> list[dict[str, Any]]:
     """The chat conversation of one paths.jsonl record (user question, assistant steps + answer).
 
     An optional ``history`` (earlier turns, each ``{question, steps, final_answer}``) comes first; the
-    chat template collapses those turns' reasoning to step summaries, as in a real multi-turn chat.
+    chat template collapses those turns' reasoning to step summaries, as in a real multi-turn chat. An
+    optional ``system`` (e.g. a step budget, `steiner.format.min_steps_prompt`) is the first message.
     """
-    messages: list[dict[str, Any]] = []
+    messages: list[dict[str, Any]] = [{"role": "system", "content": str(record["system"])}] if record.get("system") else []
     for turn in [*record.get("history", []), record]:
         steps = [{k: v for k, v in s.items() if k != "meta"} for s in turn["steps"]]
         messages += [
