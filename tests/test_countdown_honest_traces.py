@@ -214,7 +214,6 @@ def test_a_budgeted_search_passes_each_hit_before_its_budget_tries_one_more_move
     for k in (1, 2, 3):
         steps, again = search_path(numbers, target, min_steps=k)
         assert again == answer and [(s.name, s.decision) for s in steps] == [(s.name, s.decision) for s in plain]
-        assert steps[-1].reflection == f"{plain[-1].reflection} Step 3 of at least {k}."
 
     def moves(steps):
         return [(s.name.split(": ")[-1], s.decision, s.returns_to) for s in steps]
@@ -224,10 +223,6 @@ def test_a_budgeted_search_passes_each_hit_before_its_budget_tries_one_more_move
     assert again == answer
     assert moves(steps) == [("8+4", "backtrack", 0), ("8-4", "backtrack", 0), ("8*4", "backtrack", 0),
                             ("8/4", "backtrack", 0), ("8*4", "end", None)]
-    # each reflection ends with the step's count, so the decision to end reads it off the step itself
-    assert [s.reflection for s in steps[2:]] == ["32+7=39 reaches 39: (8 * 4) + 7. Step 3 of at least 4.",
-                                                 "No result is 39. Step 4 of at least 4.",
-                                                 "32+7=39 reaches 39: (8 * 4) + 7. Step 5 of at least 4."]
     # min_steps 6: back at step 5 is still short of the budget, so the hit is passed again, one more move
     steps, again = search_path(numbers, target, min_steps=6)
     assert again == answer

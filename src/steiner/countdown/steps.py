@@ -255,9 +255,8 @@ def search_path(numbers: list[int], target: int, rng: Any = None, past_answer_pr
     With ``min_steps`` (a budget the prompt states, `min_steps_prompt`) the passes are not left to chance:
     a hit before step ``min_steps`` is passed, the search tries the next move and comes back to the hit;
     a return that is still before ``min_steps`` passes the hit again and tries the next move after that.
-    The rule is local (pass, one more move, back), and each step's reflection ends with its count
-    (`budget_count`): a model that passed the hit reads there whether it may end (measured without the count:
-    it went on passing at step 5 of 4; docs/demo.md, session 29).
+    The rule is local (pass, one more move, back), so a model need not count: the step-bounds processor
+    removes the end below ``min_steps`` and the trace shows what to do instead.
     """
     steps: list[Step] = []
 
@@ -308,16 +307,7 @@ def search_path(numbers: list[int], target: int, rng: Any = None, past_answer_pr
     ops = dfs(list(numbers), 0)
     if ops is None:
         return None
-    if min_steps:  # the count the budget is about, written where the decision reads it
-        for i, step in enumerate(steps, start=1):
-            step.reflection += f" {budget_count(i, min_steps)}"
     return steps, expression(numbers, ops) or ""
-
-
-def budget_count(i: int, min_steps: int) -> str:
-    """The sentence a budgeted search ends each step's reflection with: step ``i`` of at least ``min_steps``,
-    so whether the budget is met (may it end?) is read off the step itself, not counted over the trace."""
-    return f"Step {i} of at least {min_steps}."
 
 
 def checks_reflection(hit: str | None, target: int, answer: str | None = None) -> str:
