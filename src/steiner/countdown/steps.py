@@ -255,8 +255,9 @@ def search_path(numbers: list[int], target: int, rng: Any = None, past_answer_pr
     With ``min_steps`` (a budget the prompt states, `min_steps_prompt`) the passes are not left to chance:
     a hit before step ``min_steps`` is passed, the search tries the next move and comes back to the hit;
     a return that is still before ``min_steps`` passes the hit again and tries the next move after that.
-    The rule is local (pass, one more move, back), so a model need not count: the step-bounds processor
-    removes the end below ``min_steps`` and the trace shows what to do instead.
+    The rule is local (pass, one more move, back); the step-bounds processor removes the end below
+    ``min_steps``, but at a return the model must still tell whether step ``min_steps`` is reached (where
+    the measured model errs: docs/demo.md, session 29).
     """
     steps: list[Step] = []
 

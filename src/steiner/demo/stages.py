@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -85,7 +86,7 @@ def run_synth(c: SynthStage, out: Path) -> dict[str, Any]:
     return json.loads((out / "stats.json").read_text())
 
 
-def budget_searches(searches: list[dict[str, Any]], problems: Path, fraction: float, steps: list[int],
+def budget_searches(searches: list[dict[str, Any]], problems: Path, fraction: float, steps: Sequence[int],
                     seed: int) -> list[dict[str, Any]]:
     """``searches`` with a ``fraction`` of them written again for a step budget K drawn from ``steps``
     (lo,hi): the search of `steiner.countdown.steps.search_path` with ``min_steps=K``, which passes each hit
@@ -121,7 +122,7 @@ def budget_searches(searches: list[dict[str, Any]], problems: Path, fraction: fl
 
 
 def split_paths(data: Path, seed: int, multiturn_fraction: float = 0.15, prefer_reference: bool = False,
-                history: str = "optimal", budget_fraction: float = 0.0, budget_steps: list[int] | None = None) -> None:
+                history: str = "optimal", budget_fraction: float = 0.0, budget_steps: Sequence[int] = (2, 6)) -> None:
     """Write paths_dag.jsonl (DAG walks with backtracks) and paths_optimal.jsonl (shortest paths only).
 
     A ``multiturn_fraction`` of the records in each file get an earlier turn as ``history`` (another
@@ -149,7 +150,7 @@ def split_paths(data: Path, seed: int, multiturn_fraction: float = 0.15, prefer_
         if sig not in seen:
             seen.add(sig)
             searches.append(rec)
-    searches = budget_searches(searches, data / "problems.jsonl", budget_fraction, budget_steps or [2, 6], seed)
+    searches = budget_searches(searches, data / "problems.jsonl", budget_fraction, budget_steps, seed)
     earlier = searches if history == "search" else optimal
     for name, recs, pool in (("paths_dag.jsonl", searches, earlier), ("paths_optimal.jsonl", optimal, optimal)):
         lines = []

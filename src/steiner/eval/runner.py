@@ -123,10 +123,11 @@ def messages_for(item: EvalItem, system_prompt: str | None = None) -> list[dict[
 
 
 def make_record(spec: TaskSpec, item: EvalItem, req: Request, out: Output, settings: GenSettings,
-                system_prompt: str | None = None) -> dict[str, Any]:
-    """One line of samples.jsonl: the completion, its grade and its statistics."""
+                settings_key: str) -> dict[str, Any]:
+    """One line of samples.jsonl: the completion, its grade and its statistics (under ``settings_key``,
+    `GenSettings.key` of the settings and the system message)."""
     rec: dict[str, Any] = {
-        "task": spec.name, "question_id": item.id, "sample": req.sample, "settings_key": settings.key(system_prompt),
+        "task": spec.name, "question_id": item.id, "sample": req.sample, "settings_key": settings_key,
         "settings": asdict(settings), "gold": item.answer, "failed": out.error is not None, "error": out.error,
         "text": out.text, "answer": out.answer, "reasoning_tokens": out.reasoning_tokens,
         "completion_tokens": out.completion_tokens, "finish_reason": out.finish_reason, "latency_s": out.latency_s,
@@ -171,7 +172,7 @@ def evaluate(spec: TaskSpec, items: list[EvalItem], backend: Any, settings: GenS
             bar = progress.add_task("sampling", total=len(todo))
 
             def on_output(req: Request, out: Output) -> None:
-                rec = make_record(spec, by_id[req.question_id], req, out, settings, system_prompt)
+                rec = make_record(spec, by_id[req.question_id], req, out, settings, skey)
                 cache[sample_key(spec.name, req.question_id, req.sample, skey)] = rec
                 f.write(dump_line(rec))
                 f.flush()
