@@ -307,7 +307,7 @@ def test_split_paths_takes_the_earlier_turn_from_the_pool_asked_for(tmp_path):
         split_paths(tmp_path, seed=0, history="mixed")
 
 
-def test_split_paths_writes_a_share_of_the_searches_for_a_budget_with_its_passes_marked_forced(tmp_path):
+def test_split_paths_writes_a_share_of_the_searches_for_a_stated_budget(tmp_path):
     from steiner.countdown.steps import search_path
     from steiner.demo.stages import split_paths
     from steiner.format import step_to_dict
@@ -329,12 +329,11 @@ def test_split_paths_writes_a_share_of_the_searches_for_a_budget_with_its_passes
     assert len(recs) == 40 and 10 <= len(budgeted) <= 30
     for r in budgeted:
         k = int(r["id"].rsplit("-min", 1)[1])
-        assert k in (4, 5) and r["final_answer"] == answer and "system" not in r  # the budget is not stated
-        # the hit (step 3) is passed until the budget: one more move, then back to it; the pass is the
-        # bound's decision (forced, untrained), the end is the model's
+        assert k in (4, 5) and r["system"] == f"Take at least {k} steps." and r["final_answer"] == answer
+        # the hit (step 3) is passed until the budget: one more move, then back to it
         assert len(r["steps"]) == 5 and [s["decision"] for s in r["steps"]].count("end") == 1
-        assert [i for i, s in enumerate(r["steps"]) if s.get("meta", {}).get("forced")] == [2]
-    assert {len(r["steps"]) for r in recs if r["source"] == "dag"} == {3}
+    assert {len(r["steps"]) for r in recs if r["source"] == "dag"} == {3} and not any("system" in r for r in recs
+                                                                                       if r["source"] == "dag")
 
 
 def test_a_data_stage_reruns_in_an_empty_folder(tmp_path, monkeypatch):

@@ -92,15 +92,19 @@ def test_a_system_message_is_sent_and_keys_its_own_samples(tmp_path: Path, tiny_
     backend.asked.clear()
     main(EvalConfig(**base), backend=backend)
     assert [m[0]["role"] for m in backend.messages[-2:]] == ["user", "user"]
-    # the same settings with a system message are other samples, not the cached ones
+    # the budget stated: the same settings with a system message are other samples, not the cached ones
     backend.asked.clear()
-    report = main(EvalConfig(**base, system_prompt="Be brief."), backend=backend)
+    report = main(EvalConfig(**base, state_min_steps=True), backend=backend)
     assert len(backend.asked) == 2
-    assert [m[0] for m in backend.messages[-2:]] == [{"role": "system", "content": "Be brief."}] * 2
+    assert [m[0] for m in backend.messages[-2:]] == [{"role": "system", "content": "Take at least 2 steps."}] * 2
     assert len(load_samples(out / "samples.jsonl")) == 4
     assert report["settings_key"].startswith(EvalConfig(**base).settings().key() + "-")
+    # a system prompt of the user's comes first; without min_steps nothing is stated
+    both = EvalConfig(**base, state_min_steps=True, system_prompt="Be brief.")
+    assert both.system_message() == "Be brief.\nTake at least 2 steps."
+    assert EvalConfig(**{**base, "min_steps": 0}, state_min_steps=True).system_message() is None
     backend.asked.clear()
-    main(EvalConfig(**base, system_prompt="Be brief."), backend=backend)
+    main(EvalConfig(**base, state_min_steps=True), backend=backend)
     assert backend.asked == []  # and they are cached under their own key
 
 

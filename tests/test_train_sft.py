@@ -31,47 +31,22 @@ def test_prompt_tokens_are_masked_and_assistant_tokens_are_not(tmp_path, tiny_to
     assert full["labels"] == ids
 
 
-def test_a_record_system_message_comes_first_and_is_untrained(tmp_path, tiny_tokenizer):
+def test_a_budgeted_record_states_its_budget_in_an_untrained_system_message(tmp_path, tiny_tokenizer):
+    from steiner.format import min_steps_prompt
     from steiner.train.common import path_messages, read_paths
     from steiner.train.sft import IGNORE_INDEX, tokenize_conversation
 
     rec, _ = read_paths(str(write_paths(tmp_path / "p.jsonl", n=1)))[0]
     plain = tokenize_conversation(tiny_tokenizer, path_messages(rec))
-    msgs = path_messages({**rec, "system": "Answer briefly."})
-    assert msgs[0] == {"role": "system", "content": "Answer briefly."} and msgs[1:] == path_messages(rec)
+    msgs = path_messages({**rec, "system": min_steps_prompt(4)})
+    assert msgs[0] == {"role": "system", "content": "Take at least 4 steps."} and msgs[1:] == path_messages(rec)
     ex = tokenize_conversation(tiny_tokenizer, msgs)
-    assert "Answer briefly." in tiny_tokenizer.decode(ex["input_ids"])
+    assert "Take at least 4 steps." in tiny_tokenizer.decode(ex["input_ids"])
     # the system message is prompt: the trained tokens are exactly the plain record's
     assert ([t for t, lab in zip(ex["input_ids"], ex["labels"], strict=True) if lab != IGNORE_INDEX]
             == [t for t, lab in zip(plain["input_ids"], plain["labels"], strict=True) if lab != IGNORE_INDEX])
-
-
-def test_a_forced_pass_leaves_its_decision_token_untrained(tmp_path, tiny_tokenizer):
-    from steiner.countdown.steps import search_path
-    from steiner.format import BACKTRACK, STEP_END, step_to_dict
-    from steiner.train.common import path_messages
-    from steiner.train.sft import IGNORE_INDEX, tokenize_conversation
-
-    steps, answer = search_path([4, 8, 7], 39, min_steps=6)  # passes at steps 3 and 5 (0-based 2, 4)
-    rec = {"question": "Using the numbers 4, 8, 7, make 39.", "final_answer": answer,
-           "steps": [step_to_dict(s) for s in steps]}
-    msgs = path_messages(rec)
-    assert msgs[-1]["forced_decisions"] == [2, 4]
-    ex = tokenize_conversation(tiny_tokenizer, msgs)
-    plain = tokenize_conversation(tiny_tokenizer, [*msgs[:-1], {k: v for k, v in msgs[-1].items()
-                                                                if k != "forced_decisions"}])
-    assert ex["input_ids"] == plain["input_ids"]
-    ids = ex["input_ids"]
-    end_id, back_id = tiny_tokenizer.convert_tokens_to_ids([STEP_END, BACKTRACK])
-    after = [i + 1 for i, t in enumerate(ids) if t == end_id]
-    assert len(after) == len(steps) and all(ids[i] == back_id for i in (after[2], after[4]))
-    # exactly those two decision tokens lose their labels; every other decision stays trained
-    assert [i for i, (a, b) in enumerate(zip(ex["labels"], plain["labels"], strict=True)) if a != b] == [
-        after[2], after[4]]
-    assert all(ex["labels"][i] == IGNORE_INDEX for i in (after[2], after[4]))
-    assert all(ex["labels"][i] == ids[i] for k, i in enumerate(after) if k not in (2, 4))
-    with pytest.raises(ValueError, match="past the last"):
-        tokenize_conversation(tiny_tokenizer, [*msgs[:-1], {**msgs[-1], "forced_decisions": [len(steps)]}])
+    with pytest.raises(ValueError, match="positive integer"):
+        min_steps_prompt(0)
 
 
 def test_template_without_generation_markers_is_an_error(tmp_path, tiny_tokenizer):

@@ -86,6 +86,14 @@ _BACKTRACK_PREFIX_RE = re.compile(r"Back to step (\d+): ")
 _TOKEN_RE = re.compile("|".join(re.escape(t) for t in SPECIAL_TOKENS))
 
 
+def min_steps_prompt(min_steps: int) -> str:
+    """The system message that states a step budget: training data written for ``min_steps`` carries it,
+    and a request forced to ``min_steps`` sends it, so the model knows why it may not end yet."""
+    if isinstance(min_steps, bool) or not isinstance(min_steps, int) or min_steps < 1:
+        raise ValueError(f"min_steps must be a positive integer, got {min_steps!r}")
+    return f"Take at least {min_steps} steps."
+
+
 class FormatError(ValueError):
     """Raised by `render` on an invalid path, and by `parse(..., strict=True)` on malformed text."""
 

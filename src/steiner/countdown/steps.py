@@ -252,13 +252,12 @@ def search_path(numbers: list[int], target: int, rng: Any = None, past_answer_pr
     needs (`min_steps`), a model trained on such traces has a way to go on and to come back. Leaving a
     line that works claims nothing about it, so no judgment is added.
 
-    With ``min_steps`` (a budget a step-bounds processor will force) the passes are not left to chance:
+    With ``min_steps`` (a budget the prompt states, `min_steps_prompt`) the passes are not left to chance:
     a hit before step ``min_steps`` is passed, the search tries the next move and comes back to the hit;
     a return that is still before ``min_steps`` passes the hit again and tries the next move after that.
-    The rule is local (pass, one more move, back). Each pass's step carries ``meta["forced"]``: the
-    step-bounds processor removes the end below ``min_steps``, so that decision is the bound's, and SFT
-    leaves it untrained (`steiner.train.common.path_messages`). The model then learns only to take every
-    hit it reaches and what to do after a forced pass; it never has to count steps.
+    The rule is local (pass, one more move, back); the step-bounds processor removes the end below
+    ``min_steps``, but at a return the model must still tell whether step ``min_steps`` is reached (where
+    the measured model errs: docs/demo.md, session 29).
     """
     steps: list[Step] = []
 
@@ -278,8 +277,6 @@ def search_path(numbers: list[int], target: int, rng: Any = None, past_answer_pr
                 found = [op] + ([hit] if hit is not None else [])
                 if passes():
                     step.decision, step.returns_to = "backtrack", parent
-                    if min_steps:
-                        step.meta["forced"] = True  # the bound's choice, not the model's (untrained)
                     passed = found
                     continue
                 step.decision = "end"
@@ -299,7 +296,6 @@ def search_path(numbers: list[int], target: int, rng: Any = None, past_answer_pr
                 if len(steps) >= min_steps:
                     return passed
                 again.decision, again.returns_to = "backtrack", parent
-                again.meta["forced"] = True
                 continue
             if passed is not None and rng.random() < return_prob:
                 break

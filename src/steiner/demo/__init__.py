@@ -43,9 +43,9 @@ class DemoConfig:
                    "a client sends the model's own turn back; 0.5 + search: follow-up -3.5 vs -42 points, docs/demo.md)")
     past_answer_prob: float = opt(0.0, "chance a search goes on past a hit and comes back to it, so that forcing "
                                        "more steps (min_steps) stays in distribution (0.2: docs/demo.md)")
-    budget_fraction: float = opt(0.0, "share of training searches written for a step budget K: hits before K are "
-                                      "passed (untrained: the min_steps processor forces it) and come back, so forcing "
-                                      "more steps stays in distribution (docs/demo.md)")
+    budget_fraction: float = opt(0.0, "share of training searches written for a step budget stated in a system "
+                                      "message ('Take at least K steps.'): hits before K are passed and come back, so "
+                                      "forcing more steps (min_steps, stated) stays in distribution (docs/demo.md)")
     budget_steps: list[int] = opt([2, 6], "range of K of those budgeted searches: lo,hi")
     vocab_size: int = opt(512, "size of the demo's own BPE vocabulary (before number and reasoning tokens)")
     number_tokens: int = opt(2000, "whole numbers below this are single tokens (arithmetic as facts, not digits)")

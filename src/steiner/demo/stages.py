@@ -59,7 +59,7 @@ class SynthStage:
     multiturn_fraction: float = 0.15  # share of SFT records that get an earlier turn as history
     split_seed: int = 0
     multiturn_history: str = "optimal"  # what the earlier turn of a search's conversation is: "optimal" or "search"
-    budget_fraction: float = 0.0  # share of searches rewritten for a step budget (`budget_searches`)
+    budget_fraction: float = 0.0  # share of searches rewritten for a stated step budget (`budget_searches`)
     budget_steps: list[int] = field(default_factory=lambda: [2, 6])  # range of those budgets: lo,hi
 
 
@@ -90,14 +90,13 @@ def budget_searches(searches: list[dict[str, Any]], problems: Path, fraction: fl
                     seed: int) -> list[dict[str, Any]]:
     """``searches`` with a ``fraction`` of them written again for a step budget K drawn from ``steps``
     (lo,hi): the search of `steiner.countdown.steps.search_path` with ``min_steps=K``, which passes each hit
-    before step K, tries one more move and comes back. Each pass is marked forced and left untrained (the
-    step-bounds processor makes that choice at inference), so the model learns what to do after a forced
-    pass and still takes every hit it may: unforced it behaves as the plain searches taught it, and it
-    never has to count steps (docs/demo.md, session 30)."""
+    before step K, tries one more move and comes back, and a system message that states the budget
+    (`steiner.format.min_steps_prompt`). A model trained on them has a way to go on when a request forces
+    (and states) more steps, while a request without a budget sees only the plain searches' behaviour."""
     import random
 
     from steiner.countdown.steps import search_path
-    from steiner.format import step_to_dict
+    from steiner.format import min_steps_prompt, step_to_dict
 
     if fraction <= 0:
         return searches
@@ -118,7 +117,7 @@ def budget_searches(searches: list[dict[str, Any]], problems: Path, fraction: fl
             raise ValueError(f"{problems}: problem {p['id']!r} has no solution")
         body, answer = found
         out.append({**rec, "id": f"{rec['id']}-min{k}", "steps": [step_to_dict(st) for st in body],
-                    "final_answer": answer, "source": "budget"})
+                    "final_answer": answer, "source": "budget", "system": min_steps_prompt(k)})
     return out
 
 
@@ -276,7 +275,8 @@ def evaluate(cfg: DemoConfig, out: Path, *, model: Path, data: Path, min_steps: 
              max_steps: int | None = None, format_strict: bool = True) -> EvalConfig:
     return EvalConfig(task="countdown", data=str(data / "test_problems.jsonl"), model=str(model), n=cfg.eval_n,
                       temperature=0.7, max_new_tokens=cfg.max_new_tokens, format_strict=format_strict,
-                      min_steps=min_steps, max_steps=max_steps, seed=cfg.seed, out=str(out), batch_size=32)
+                      min_steps=min_steps, max_steps=max_steps, seed=cfg.seed, out=str(out), batch_size=32,
+                      state_min_steps=cfg.budget_fraction > 0)
 
 
 def run_eval(c: EvalConfig, out: Path) -> dict[str, Any]:
@@ -289,7 +289,7 @@ def run_eval(c: EvalConfig, out: Path) -> dict[str, Any]:
 def sweep(cfg: DemoConfig, out: Path, *, model: Path, data: Path) -> SweepConfig:
     return SweepConfig(task="countdown", data=str(data / "test_problems.jsonl"), model=str(model), n=cfg.eval_n,
                        temperature=0.7, max_new_tokens=cfg.max_new_tokens, format_strict=True, seed=cfg.seed,
-                       out=str(out), batch_size=32,
+                       out=str(out), batch_size=32, state_min_steps=cfg.budget_fraction > 0,
                        grid=",".join([f"0:{m}" for m in cfg.sweep_max_steps] + ["0:none"]
                                      + [f"{m}:none" for m in cfg.sweep_min_steps]))
 

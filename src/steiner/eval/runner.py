@@ -41,6 +41,8 @@ class EvalConfig:
     top_p: float = opt(1.0, "nucleus sampling threshold")
     max_new_tokens: int = opt(2048, "most tokens per completion, reasoning included")
     min_steps: int = opt(0, "fewest reasoning steps before the model may end (step-bounding processor)")
+    state_min_steps: bool = opt(False, "with min_steps, also state the budget in the system message "
+                                       "('Take at least N steps.'), as budgeted training searches do")
     max_steps: int | None = opt(None, "most reasoning steps; the reasoning is ended after this many")
     format_strict: bool = opt(False, "keep every step well-formed with the format processor")
     max_reasoning_tokens: int | None = opt(None, "end the reasoning after this many tokens (format processor)")
@@ -75,6 +77,13 @@ class EvalConfig:
             raise ConfigError("give either a local model (--model DIR) or an endpoint (--base-url URL --model-name NAME)")
         if self.base_url and not self.model_name:
             raise ConfigError("--base-url needs --model-name (the model the endpoint serves)")
+
+    def system_message(self) -> str | None:
+        """The system message of every request: ``system_prompt``, then the step budget when stated."""
+        from steiner.format import min_steps_prompt
+
+        budget = min_steps_prompt(self.min_steps) if self.state_min_steps and self.min_steps else None
+        return "\n".join(m for m in (self.system_prompt, budget) if m) or None
 
     def settings(self) -> GenSettings:
         return GenSettings(self.temperature, self.top_p, self.max_new_tokens, self.min_steps, self.max_steps,
@@ -198,7 +207,7 @@ def build_report(cfg: EvalConfig, spec: TaskSpec, backend: Any, samples: list[di
     return {
         "task": spec.name, "answer_type": spec.answer_type, "source": spec.path,
         "backend": desc["backend"], "model": desc["model"], "base_url": desc.get("base_url"),
-        "n": cfg.n, "settings": asdict(cfg.settings()), "settings_key": cfg.settings().key(cfg.system_prompt),
+        "n": cfg.n, "settings": asdict(cfg.settings()), "settings_key": cfg.settings().key(cfg.system_message()),
         "metrics": summarize(samples), "per_question": per_question(samples), "config": to_dict(cfg),
     }
 
@@ -218,7 +227,7 @@ def main(cfg: EvalConfig, *, backend: Any = None) -> dict[str, Any]:
     backend = backend or make_backend(cfg)
     out = Path(cfg.out)
     samples = evaluate(spec, items, backend, cfg.settings(), cfg.n, out / "samples.jsonl",
-                       system_prompt=cfg.system_prompt)
+                       system_prompt=cfg.system_message())
     report = build_report(cfg, spec, backend, samples)
     write_json(out / "report.json", report)
     md = report_markdown(report)

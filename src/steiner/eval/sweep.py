@@ -149,9 +149,9 @@ def main(cfg: SweepConfig, *, backend: Any = None) -> dict[str, Any]:
     for lo, hi in cfg.cells():
         ccfg = cfg.cell_config(lo, hi)
         samples = evaluate(spec, items, backend, ccfg.settings(), cfg.n, out / "samples.jsonl",
-                           system_prompt=ccfg.system_prompt, label=f"cell {_label(lo, hi)}")
+                           system_prompt=ccfg.system_message(), label=f"cell {_label(lo, hi)}")
         rows.append({"cell": _label(lo, hi), "min_steps": lo, "max_steps": hi,
-                     "settings_key": ccfg.settings().key(ccfg.system_prompt), **summarize(samples)})
+                     "settings_key": ccfg.settings().key(ccfg.system_message()), **summarize(samples)})
     desc = backend.describe()
     settings = dataclasses.asdict(first.settings())
     settings.pop("min_steps")

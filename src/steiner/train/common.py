@@ -318,9 +318,7 @@ def path_messages(record: dict[str, Any]) -> list[dict[str, Any]]:
 
     An optional ``history`` (earlier turns, each ``{question, steps, final_answer}``) comes first; the
     chat template collapses those turns' reasoning to step summaries, as in a real multi-turn chat. An
-    optional ``system`` is the first message (prompt: untrained).
-    Steps whose ``meta`` says ``"forced"`` (a decision a step bound made, not the model) are listed by
-    index under the last assistant message's ``forced_decisions``; SFT leaves those decisions untrained.
+    optional ``system`` (e.g. a step budget, `steiner.format.min_steps_prompt`) is the first message.
     """
     messages: list[dict[str, Any]] = [{"role": "system", "content": str(record["system"])}] if record.get("system") else []
     for turn in [*record.get("history", []), record]:
@@ -329,7 +327,4 @@ def path_messages(record: dict[str, Any]) -> list[dict[str, Any]]:
             {"role": "user", "content": turn["question"]},
             {"role": "assistant", "content": str(turn["final_answer"]), "steps": steps},
         ]
-    forced = [i for i, s in enumerate(record["steps"]) if (s.get("meta") or {}).get("forced")]
-    if forced:
-        messages[-1]["forced_decisions"] = forced
     return messages

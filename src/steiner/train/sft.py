@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from steiner.config import ConfigError, check_range, opt
-from steiner.format import STEP_END
 from steiner.train.common import (
     TrainConfig,
     finish,
@@ -71,8 +70,6 @@ def tokenize_conversation(
 ) -> dict[str, list[int]]:
     """``input_ids`` and ``labels`` of one conversation; labels are -100 outside assistant output.
 
-    The decision token after step i of the last assistant turn is unlabelled for each i in that
-    message's ``forced_decisions`` (`steiner.train.common.path_messages`): a step bound chose it.
     Raises ValueError when the chat template marks no assistant tokens (no ``{% generation %}``).
     """
     enc = tokenizer.apply_chat_template(
@@ -92,17 +89,8 @@ def tokenize_conversation(
     first = last
     while first > 0 and mask[first - 1]:
         first -= 1
-    labels = [t if first <= i <= last else IGNORE_INDEX for i, t in enumerate(ids)]
-    forced = set(messages[-1].get("forced_decisions") or ())
-    if forced:
-        step_end = tokenizer.convert_tokens_to_ids(STEP_END)
-        ends = [i for i in range(first, last + 1) if ids[i] == step_end]
-        if max(forced) >= len(ends):
-            raise ValueError(f"forced_decisions {sorted(forced)} name a step past the last of {len(ends)}")
-        for k in forced:
-            if ends[k] + 1 <= last:
-                labels[ends[k] + 1] = IGNORE_INDEX
-    return {"input_ids": ids, "labels": labels}
+    return {"input_ids": ids,
+            "labels": [t if first <= i <= last else IGNORE_INDEX for i, t in enumerate(ids)]}
 
 
 def build_dataset(cfg: SteinerSFTConfig, tokenizer: PreTrainedTokenizerBase) -> tuple[Any, dict[str, Any]]:
