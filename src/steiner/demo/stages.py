@@ -59,7 +59,7 @@ class SynthStage:
     multiturn_fraction: float = 0.15  # share of SFT records that get an earlier turn as history
     split_seed: int = 0
     multiturn_history: str = "optimal"  # what the earlier turn of a search's conversation is: "optimal" or "search"
-    budget_fraction: float = 0.0  # share of searches rewritten for a stated step budget (`budget_searches`)
+    budget_fraction: float = 0.0  # share of searches rewritten for a step budget (`budget_searches`)
     budget_steps: list[int] = field(default_factory=lambda: [2, 6])  # range of those budgets: lo,hi
 
 
@@ -275,8 +275,7 @@ def evaluate(cfg: DemoConfig, out: Path, *, model: Path, data: Path, min_steps: 
              max_steps: int | None = None, format_strict: bool = True) -> EvalConfig:
     return EvalConfig(task="countdown", data=str(data / "test_problems.jsonl"), model=str(model), n=cfg.eval_n,
                       temperature=0.7, max_new_tokens=cfg.max_new_tokens, format_strict=format_strict,
-                      min_steps=min_steps, max_steps=max_steps, seed=cfg.seed, out=str(out), batch_size=32,
-                      state_min_steps=cfg.budget_fraction > 0)
+                      min_steps=min_steps, max_steps=max_steps, seed=cfg.seed, out=str(out), batch_size=32)
 
 
 def run_eval(c: EvalConfig, out: Path) -> dict[str, Any]:
@@ -289,7 +288,7 @@ def run_eval(c: EvalConfig, out: Path) -> dict[str, Any]:
 def sweep(cfg: DemoConfig, out: Path, *, model: Path, data: Path) -> SweepConfig:
     return SweepConfig(task="countdown", data=str(data / "test_problems.jsonl"), model=str(model), n=cfg.eval_n,
                        temperature=0.7, max_new_tokens=cfg.max_new_tokens, format_strict=True, seed=cfg.seed,
-                       out=str(out), batch_size=32, state_min_steps=cfg.budget_fraction > 0,
+                       out=str(out), batch_size=32,
                        grid=",".join([f"0:{m}" for m in cfg.sweep_max_steps] + ["0:none"]
                                      + [f"{m}:none" for m in cfg.sweep_min_steps]))
 

@@ -42,7 +42,8 @@ class EvalConfig:
     max_new_tokens: int = opt(2048, "most tokens per completion, reasoning included")
     min_steps: int = opt(0, "fewest reasoning steps before the model may end (step-bounding processor)")
     state_min_steps: bool = opt(False, "with min_steps, also state the budget in the system message "
-                                       "('Take at least N steps.'), as budgeted training searches do")
+                                       "('Take at least N steps.'), as budgeted training searches do (the demo's "
+                                       "model forced to 4 steps: 0.775 stated, 0.853 not; docs/demo.md)")
     max_steps: int | None = opt(None, "most reasoning steps; the reasoning is ended after this many")
     format_strict: bool = opt(False, "keep every step well-formed with the format processor")
     max_reasoning_tokens: int | None = opt(None, "end the reasoning after this many tokens (format processor)")
