@@ -56,8 +56,9 @@ class TrainConfig:
     lora_target_modules: list[str] = opt(DEFAULT_LORA_TARGETS, "module names that get LoRA adapters")
     merge_lora: bool = opt(True, "merge the LoRA weights into the base model when saving the final folder")
     gradient_checkpointing: bool = opt(False, "recompute activations in the backward pass (less memory)")
-    torch_compile: bool = opt(False, "compile the model with torch.compile (on 2 CPU cores the demo's CPT trained no "
-                                     "faster: docs/demo.md; on a CPU it needs a C++ compiler, else trains eagerly)")
+    torch_compile: bool = opt(False, "compile the model with torch.compile (on 2 CPU cores the demo's SFT trained "
+                                     "24% faster per step, its CPT no faster: docs/demo.md; on a CPU it needs a C++ "
+                                     "compiler, else trains eagerly)")
     use_cpu: bool | None = opt(None, "train on the CPU; none = only when no CUDA device is present")
     bf16: bool | None = opt(None, "bfloat16 mixed precision; none = when the GPU supports it")
     dataloader_workers: int = opt(0, "DataLoader worker processes")
