@@ -252,12 +252,11 @@ def search_path(numbers: list[int], target: int, rng: Any = None, past_answer_pr
     needs (`min_steps`), a model trained on such traces has a way to go on and to come back. Leaving a
     line that works claims nothing about it, so no judgment is added.
 
-    With ``min_steps`` (a budget the prompt states, `min_steps_prompt`) the passes are not left to chance:
-    a hit before step ``min_steps`` is passed, the search tries the next move and comes back to the hit;
-    a return that is still before ``min_steps`` passes the hit again and tries the next move after that.
-    The rule is local (pass, one more move, back); the step-bounds processor removes the end below
-    ``min_steps``, but at a return the model must still tell whether step ``min_steps`` is reached (where
-    the measured model errs: docs/demo.md, session 29).
+    With ``min_steps`` (a budget K) the passes are not left to chance: a hit before step K is passed, the
+    search tries the next move and comes back to the hit; a return that is still before K passes the hit
+    again and tries the next move after that. The rule is local (pass, one more move, back). At inference
+    the step-bounds processor does the counting (it bans the end below ``min_steps``), so a forced request
+    need not state the budget: measured better unstated (docs/demo.md, session 30).
     """
     steps: list[Step] = []
 

@@ -92,7 +92,8 @@ def budget_searches(searches: list[dict[str, Any]], problems: Path, fraction: fl
     (lo,hi): the search of `steiner.countdown.steps.search_path` with ``min_steps=K``, which passes each hit
     before step K, tries one more move and comes back, and a system message that states the budget
     (`steiner.format.min_steps_prompt`). A model trained on them has a way to go on when a request forces
-    (and states) more steps, while a request without a budget sees only the plain searches' behaviour."""
+    more steps (the step-bounds processor bans the end; the request need not state the budget), while a
+    request without a budget sees only the plain searches' behaviour."""
     import random
 
     from steiner.countdown.steps import search_path
