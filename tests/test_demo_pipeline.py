@@ -193,6 +193,8 @@ def _changed(value):
         return "search" if value == "optimal" else "optimal"
     if isinstance(value, list):
         return [*value[:-1], value[-1] + 1]
+    if value == "":  # base_model: the shipped base instead of one built from a config
+        return "builtin"
     return value * 2 if value else 1  # doubled: hidden_size must stay divisible by the heads
 
 

@@ -48,14 +48,18 @@ class DemoConfig:
                                       "forcing more steps (min_steps; the request need not state it) stays in "
                                       "distribution: forcing 4 steps costs 7 points, not 41 (docs/demo.md)")
     budget_steps: list[int] = opt([2, 6], "range of K of those budgeted searches: lo,hi")
+    base_model: str = opt("", "start from this pretrained base model (a save_pretrained folder; 'builtin': the "
+                              "shipped tiny base that knows the drill's arithmetic, steiner.demo.basemodel) "
+                              "instead of one built from a config: its tokenizer and shape replace vocab_size, "
+                              "number_tokens, hidden_size, num_layers and tie_embeddings")
     vocab_size: int = opt(512, "size of the demo's own BPE vocabulary (before number and reasoning tokens)")
     number_tokens: int = opt(2000, "whole numbers below this are single tokens (arithmetic as facts, not digits)")
     hidden_size: int = opt(128, "model width")
     num_layers: int = opt(4, "model depth")
     tie_embeddings: bool = opt(True, "share the input and output embeddings: a copied number (the target into every check) is the same vector in and out; untied, held-out targets drift")
-    compile: bool = opt(True, "train CPT and SFT under torch.compile (2 CPU cores: SFT 2.8 vs 3.7 s/step after a "
-                              "47 s compile, CPT no faster: docs/demo.md sessions 28, 30; needs a C++ compiler, "
-                              "else eager)")
+    compile: bool = opt(True, "train SFT under torch.compile (2 CPU cores: 2.8 vs 3.7 s/step after a 47 s compile; "
+                              "CPT stays eager, compiled it is no faster: docs/demo.md sessions 30, 31; needs a "
+                              "C++ compiler, else eager)")
     cpt_docs: int = opt(20000, "arithmetic drill documents in the CPT mixture (every fact, compared with targets)")
     cpt_epochs: float = opt(1.0, "passes over the CPT mixture")
     cpt_reasoning_ratio: float = opt(0.25, "share of CPT tokens from reasoning paths; the rest is drill text "
@@ -92,7 +96,7 @@ class DemoConfig:
 QUICK = {  # ~10 minutes on 2 CPU cores (docs/demo.md): every stage runs, on less data
     "problems": 600, "test_problems": 30, "cpt_docs": 4000, "cpt_epochs": 1.0, "sft_epochs": 1.0, "rl_steps": 2,
     "rl_group": 4, "rl_questions": 4, "sweep_max_steps": [1, 4], "sweep_min_steps": [], "probe_requests": 8,
-    "max_new_tokens": 800, "budget_fraction": 0.0, "compile": False,
+    "max_new_tokens": 800, "budget_fraction": 0.0, "compile": False, "base_model": "builtin",
 }
 
 

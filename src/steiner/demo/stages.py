@@ -179,15 +179,24 @@ class BaseStage:
     target_range: list[int]
     number_tokens: int  # whole numbers below this are single tokens
     model: TinyModelConfig = field(default_factory=TinyModelConfig)
+    base_model: str = ""  # a pretrained base to start from instead (`DemoConfig.base_model`); "" builds one
+    base_model_digest: str = ""  # a digest of that folder's files, so a changed base reruns what follows
 
 
 def base(cfg: DemoConfig, data: Path) -> BaseStage:
+    digest = ""
+    if cfg.base_model:
+        from steiner.demo.basemodel import resolve_base_model
+        from steiner.demo.pipeline import output_digest
+
+        digest = output_digest(resolve_base_model(cfg.base_model))  # fails early, naming a missing folder
     return BaseStage(corpus=[str(data / "paths.jsonl"), str(data / "problems.jsonl")], cpt_docs=cfg.cpt_docs,
                      seed=cfg.seed, vocab_size=cfg.vocab_size, number_range=list(cfg.number_range),
                      target_range=list(cfg.target_range), number_tokens=cfg.number_tokens,
                      model=TinyModelConfig(hidden_size=cfg.hidden_size, num_layers=cfg.num_layers, num_heads=4,
                                            intermediate_size=cfg.hidden_size * 4, max_position_embeddings=2048,
-                                           tie_word_embeddings=cfg.tie_embeddings, seed=cfg.seed))
+                                           tie_word_embeddings=cfg.tie_embeddings, seed=cfg.seed),
+                     base_model=cfg.base_model, base_model_digest=digest)
 
 
 def _tokenizer_texts(files: list[str]) -> list[str]:
@@ -211,6 +220,10 @@ def run_base(c: BaseStage, out: Path) -> dict[str, Any]:
 
     docs = arithmetic_documents(c.cpt_docs, c.seed, number_range=c.number_range, target_range=c.target_range)
     (out / "arithmetic.txt").write_text("\n\n".join(docs) + "\n")
+    if c.base_model:
+        from steiner.demo.basemodel import resolve_base_model
+
+        return _pretrained_base(resolve_base_model(c.base_model), out / "model")
     # a number is one token, the same one after a space, a bracket or "=" (copies of unseen targets)
     tok = train_tokenizer(_tokenizer_texts(c.corpus) + docs, vocab_size=c.vocab_size,
                           number_tokens=c.number_tokens, isolate_numbers=True)
@@ -220,6 +233,25 @@ def run_base(c: BaseStage, out: Path) -> dict[str, Any]:
     return {"vocab": len(tok), "params": sum(p.numel() for p in model.parameters()), "model": to_dict(c.model)}
 
 
+def _pretrained_base(folder: Path, out: Path) -> dict[str, Any]:
+    """Copy a pretrained base into the stage as fp32, its tokenizer extended with the reasoning tokens."""
+    import torch
+
+    from steiner.tokenizer import ReasoningTokenIds, extend, load_model, load_tokenizer
+
+    tok = load_tokenizer(folder)
+    model = load_model(folder, dtype=torch.float32)  # trained in fp32 whatever dtype it was shipped in
+    try:
+        ReasoningTokenIds.from_tokenizer(tok)
+    except ValueError:
+        extend(tok, model)  # a plain base: the recipe's tokenizer extension
+    model.save_pretrained(out)
+    tok.save_pretrained(out)
+    return {"vocab": len(tok), "params": sum(p.numel() for p in model.parameters()), "base_model": str(folder),
+            "model": {"hidden_size": model.config.hidden_size, "num_layers": model.config.num_hidden_layers,
+                      "tie_word_embeddings": bool(model.config.tie_word_embeddings)}}
+
+
 # ---------------------------------------------------------------- training
 
 
@@ -227,7 +259,9 @@ def cpt(cfg: DemoConfig, out: Path, *, model: Path, paths: Path, text: Path) -> 
     return CPTConfig(model=str(model), output_dir=str(out), seed=cfg.seed, paths_files=[str(paths)],
                      text_files=[str(text)], reasoning_ratio=cfg.cpt_reasoning_ratio, num_epochs=cfg.cpt_epochs, max_length=1024,
                      per_device_batch_size=4, learning_rate=2e-3, warmup_ratio=0.05, save_steps=10_000,
-                     logging_steps=20, torch_compile=cfg.compile)
+                     # eager: compiled CPT learns the same (loss 1.8781 vs 1.8784 after 300 steps) but is no faster
+                     # on CPU (189 vs 164 s for 300 steps, the compile included; docs/demo.md session 31)
+                     logging_steps=20, torch_compile=False)
 
 
 def run_cpt(c: CPTConfig, out: Path) -> dict[str, Any]:
