@@ -44,6 +44,9 @@ def test_a_plain_fp16_base_is_extended_with_the_reasoning_tokens_and_kept_as_fp3
     got_tok, got = load_tokenizer(out / "model"), load_model(out / "model")
     assert all(t in got_tok.get_vocab() for t in SPECIAL_TOKENS)
     assert got.dtype == torch.float32 and info["vocab"] == len(got_tok)
+    from steiner.tokenizer import chat_template
+
+    assert got_tok.chat_template == chat_template()  # the project's template, not one saved with the base
     # the base's own rows are the base's weights (exactly: fp16 -> fp32 is lossless), its words keep their ids
     old = model.get_input_embeddings().weight.float()
     assert torch.equal(got.get_input_embeddings().weight[: old.shape[0]], old)

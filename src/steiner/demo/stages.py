@@ -237,7 +237,7 @@ def _pretrained_base(folder: Path, out: Path) -> dict[str, Any]:
     """Copy a pretrained base into the stage as fp32, its tokenizer extended with the reasoning tokens."""
     import torch
 
-    from steiner.tokenizer import ReasoningTokenIds, extend, load_model, load_tokenizer
+    from steiner.tokenizer import ReasoningTokenIds, chat_template, extend, load_model, load_tokenizer
 
     tok = load_tokenizer(folder)
     model = load_model(folder, dtype=torch.float32)  # trained in fp32 whatever dtype it was shipped in
@@ -245,6 +245,7 @@ def _pretrained_base(folder: Path, out: Path) -> dict[str, Any]:
         ReasoningTokenIds.from_tokenizer(tok)
     except ValueError:
         extend(tok, model)  # a plain base: the recipe's tokenizer extension
+    tok.chat_template = chat_template()  # the project's template, never a stale copy saved with the base
     model.save_pretrained(out)
     tok.save_pretrained(out)
     return {"vocab": len(tok), "params": sum(p.numel() for p in model.parameters()), "base_model": str(folder),
