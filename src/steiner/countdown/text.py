@@ -13,6 +13,7 @@ problem, but the model has seen what "22 = 22" looks like. (Without this, a mode
 from __future__ import annotations
 
 import random
+import re
 
 from steiner.countdown.solver import OPS, Op, apply_op
 from steiner.countdown.steps import checks_reflection
@@ -72,4 +73,45 @@ def arithmetic_documents(n: int, seed: int = 0, *, number_range: tuple[int, int]
                     hit = f"{a}{o}{b}={c}"
             parts.append(" ".join(items) + " " + checks_reflection(hit, t))
         docs.append(f"make {t}. " + " ".join(parts))
+    return docs
+
+
+def state_documents(n: int, seed: int = 0, *, number_range: tuple[int, int] | list[int] = (1, 12),
+                    target_range: tuple[int, int] | list[int] = (10, 50), exclude_targets: set[int] | None = None,
+                    moves: tuple[int, int] = (3, 6), hit_rate: float = 0.3) -> list[str]:
+    """``n`` drill documents over a state, deterministic for ``seed``: three numbers and a target
+    ("4, 8, 7 make 39."), then a few of their first moves in random order, each written after the
+    numbers it starts from, as a step's thought and reflection write it::
+
+        4, 8, 7 make 39. in 4,8,7: 8+4=12. 12,7: 12+7=19 (39? no) 12-7=5 (39? no) 12*7=84 (39? no)
+        No result is 39. in 4,8,7: 8*4=32. 32,7: 32+7=39 (39? yes) 32+7=39 reaches 39.
+
+    This is the arithmetic of a state: the numbers copied from the document's start, one move, the
+    numbers it leaves and every result of those two compared with the target. No search: the moves
+    are a random sample in random order, with no decision, no order and no answer expression. Targets
+    in ``exclude_targets`` (the held-out ones) are never drawn, so no held-out problem appears; about
+    ``hit_rate`` of the documents take a target the numbers reach, so "yes" is common enough to learn.
+    """
+    from steiner.countdown.steps import _fmt, op_step, ordered_moves
+
+    rng = random.Random(seed)
+    lo, hi = number_range
+    exclude = exclude_targets or set()
+    targets = [t for t in range(target_range[0], target_range[1] + 1) if t not in exclude]
+    if not targets:
+        raise ValueError(f"state_documents: every target in {tuple(target_range)} is excluded")
+    docs = []
+    for _ in range(n):
+        nums = [rng.randint(lo, hi) for _ in range(3)]
+        options = ordered_moves(nums)
+        reach = sorted({r for op, left in options for q in OPS
+                        if (r := apply_op(max(left), q, min(left))) is not None and r in targets})
+        t = rng.choice(reach) if reach and rng.random() < hit_rate else rng.choice(targets)
+        k = min(len(options), rng.randint(*moves))
+        blocks = []
+        for op, _ in rng.sample(options, k):
+            step = op_step(nums, op, t, order=nums)
+            hit = next((m.group(0).split(" (")[0] for m in re.finditer(r"\S+ \(\d+\? yes\)", step.thought)), None)
+            blocks.append(f"in {_fmt(nums)}: {step.thought} {checks_reflection(hit, t)}")
+        docs.append(f"{', '.join(map(str, nums))} make {t}. " + " ".join(blocks))
     return docs
