@@ -131,3 +131,20 @@ def test_make_base_pretrains_on_drill_only_for_each_round_and_ships_fp16(tmp_pat
     assert [r["data"]["reasoning_tokens"] for r in runs] == [0, 0]  # no reasoning paths in a base
     assert runs[1]["config"]["model"] == str(tmp_path / "work" / "cpt")  # round 2 continues round 1
     assert json.loads((out / "steiner_base.json").read_text())["steps"] == info["steps"] > 0
+
+    # a further round continues that base on state drill: no held-out target, the record keeps its history
+    import re
+
+    from steiner.countdown.problems import held_out_targets
+
+    out2 = tmp_path / "base2"
+    info2 = main(BaseModelConfig(out=str(out2), work=str(tmp_path / "work2"), from_model=str(out), seed=2,
+                                 drill_docs=24, rounds=1, state_share=0.5))
+    docs = (tmp_path / "work2" / "drill0.txt").read_text().strip().split("\n\n")
+    state = [d for d in docs if re.match(r"\d+, \d+, \d+ make \d+\. in ", d)]
+    assert len(docs) == 24 and len(state) == 12
+    assert all(re.search(r"\? yes", d) is None for d in state
+               if int(re.search(r"make (\d+)", d).group(1)) in held_out_targets((10, 50)))
+    assert info2["continued_from"] == json.loads(json.dumps(info))
+    run = json.loads((tmp_path / "work2" / "cpt" / "steiner_train.json").read_text())
+    assert run["config"]["model"] == str(out)

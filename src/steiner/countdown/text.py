@@ -77,7 +77,7 @@ def arithmetic_documents(n: int, seed: int = 0, *, number_range: tuple[int, int]
 
 
 def state_documents(n: int, seed: int = 0, *, number_range: tuple[int, int] | list[int] = (1, 12),
-                    target_range: tuple[int, int] | list[int] = (10, 50), exclude_targets: set[int] | None = None,
+                    target_range: tuple[int, int] | list[int] = (10, 50), held_out: set[int] | None = None,
                     moves: tuple[int, int] = (3, 6), hit_rate: float = 0.3) -> list[str]:
     """``n`` drill documents over a state, deterministic for ``seed``: three numbers and a target
     ("4, 8, 7 make 39."), then a few of their first moves in random order, each written after the
@@ -89,24 +89,36 @@ def state_documents(n: int, seed: int = 0, *, number_range: tuple[int, int] | li
     This is the arithmetic of a state: the numbers copied from the document's start, one move, the
     numbers it leaves and every result of those two compared with the target. No search: the moves
     are a random sample in random order, with no decision, no order and no answer expression. Targets
-    in ``exclude_targets`` (the held-out ones) are never drawn, so no held-out problem appears; about
-    ``hit_rate`` of the documents take a target the numbers reach, so "yes" is common enough to learn.
+    come from the whole range, so copying the target is learned on every value (drawn from training
+    targets only, the quick model copied none of 30 held-out targets, docs/demo.md session 32); a
+    target in ``held_out`` is only drawn with numbers that cannot make it in any way, so no held-out
+    problem -- numbers that make a held-out target -- ever appears. About ``hit_rate`` of the
+    documents take a training target the numbers reach, so "yes" is common enough to learn.
     """
+    from itertools import combinations
+
+    from steiner.countdown.solver import reachable, state_of
     from steiner.countdown.steps import _fmt, op_step, ordered_moves
 
     rng = random.Random(seed)
     lo, hi = number_range
-    exclude = exclude_targets or set()
-    targets = [t for t in range(target_range[0], target_range[1] + 1) if t not in exclude]
-    if not targets:
-        raise ValueError(f"state_documents: every target in {tuple(target_range)} is excluded")
+    held = held_out or set()
+    targets = list(range(target_range[0], target_range[1] + 1))
+    if not set(targets) - held:
+        raise ValueError(f"state_documents: every target in {tuple(target_range)} is held out")
+
+    def makes(nums: list[int], t: int) -> bool:
+        return any(t in reachable(state_of(list(sub))) for k in (1, 2, 3) for sub in combinations(nums, k))
+
     docs = []
-    for _ in range(n):
+    while len(docs) < n:
         nums = [rng.randint(lo, hi) for _ in range(3)]
         options = ordered_moves(nums)
         reach = sorted({r for op, left in options for q in OPS
-                        if (r := apply_op(max(left), q, min(left))) is not None and r in targets})
+                        if (r := apply_op(max(left), q, min(left))) is not None and r in targets and r not in held})
         t = rng.choice(reach) if reach and rng.random() < hit_rate else rng.choice(targets)
+        if t in held and makes(nums, t):
+            continue  # these numbers are a held-out problem: draw again
         k = min(len(options), rng.randint(*moves))
         blocks = []
         for op, _ in rng.sample(options, k):

@@ -21,6 +21,7 @@ the quick run.
 from __future__ import annotations
 
 import json
+import random
 import shutil
 import time
 from dataclasses import dataclass
@@ -60,6 +61,11 @@ class BaseModelConfig:
     epochs: float = opt(1.0, "passes over each round's drill")
     rounds: int = opt(2, "rounds of pretraining, each on drill_docs fresh documents (seed + round) from the last "
                          "(one round: 0.83 of the drill's facts right; two: 0.998, docs/demo.md session 31)")
+    state_share: float = opt(0.0, "share of each round's documents that are state drill (three numbers, a few of "
+                                   "their first moves, each after the numbers it starts from; a held-out target only "
+                                   "with numbers that cannot make it; steiner.countdown.text.state_documents); the rest is fact drill")
+    from_model: str = opt("", "continue this base model (a save_pretrained folder; 'builtin': the shipped one) "
+                              "instead of building one from the demo's tokenizer and shape")
     learning_rate: float = opt(2e-3, "peak learning rate")
     compile: bool = opt(False, "train under torch.compile")
 
@@ -68,13 +74,15 @@ class BaseModelConfig:
         for name in ("rounds", "problems", "hidden_size", "num_layers"):
             check_range(name, getattr(self, name), lo=1)
         check_range("epochs", self.epochs, lo=0.0)
+        check_range("state_share", self.state_share, lo=0.0, hi=1.0)
 
 
 def main(cfg: BaseModelConfig) -> dict[str, Any]:
     """Write the corpus, build the tokenizer and model as the demo does, pretrain on drill only, save fp16."""
     import torch
 
-    from steiner.countdown.text import arithmetic_documents
+    from steiner.countdown.problems import held_out_targets
+    from steiner.countdown.text import arithmetic_documents, state_documents
     from steiner.demo import DemoConfig
     from steiner.demo import stages as s
     from steiner.tokenizer import load_model, load_tokenizer
@@ -82,22 +90,34 @@ def main(cfg: BaseModelConfig) -> dict[str, Any]:
     from steiner.train.cpt import main as cpt_main
 
     work = Path(cfg.work)
-    # the demo's own synthesis and base stage: the tokenizer is trained on the domain's text (questions,
-    # searches, drill) as a real base model's covers its users' text; the model gets the demo's shape
     demo = DemoConfig(seed=cfg.seed, cpt_docs=cfg.drill_docs, budget_fraction=0.0, problems=cfg.problems,
                       hidden_size=cfg.hidden_size, num_layers=cfg.num_layers)
-    for name, build, run in (("synth", lambda d: s.synth(demo, d), s.run_synth),
-                             ("base", lambda d: s.base(demo, work / "synth"), s.run_base)):
-        d = work / name
-        d.mkdir(parents=True, exist_ok=True)
-        run(build(d), d)
-    model_dir, seconds, summaries = work / "base" / "model", 0.0, []
+    if cfg.from_model:
+        model_dir = resolve_base_model(cfg.from_model)
+    else:
+        # the demo's own synthesis and base stage: the tokenizer is trained on the domain's text (questions,
+        # searches, drill) as a real base model's covers its users' text; the model gets the demo's shape
+        for name, build, run in (("synth", lambda d: s.synth(demo, d), s.run_synth),
+                                 ("base", lambda d: s.base(demo, work / "synth"), s.run_base)):
+            d = work / name
+            d.mkdir(parents=True, exist_ok=True)
+            run(build(d), d)
+        model_dir = work / "base" / "model"
+    held_out = held_out_targets(tuple(demo.target_range))
+    seconds, summaries = 0.0, []
     for r in range(cfg.rounds):
         drill = work / "base" / "arithmetic.txt"
-        if r:  # fresh documents each round: more facts compared with more targets, not the same text again
+        if r or cfg.from_model or cfg.state_share:
+            # fresh documents each round: more facts compared with more targets, not the same text again
             drill = work / f"drill{r}.txt"
-            docs = arithmetic_documents(cfg.drill_docs, cfg.seed + r, number_range=demo.number_range,
-                                        target_range=demo.target_range)
+            n_state = round(cfg.state_share * cfg.drill_docs)
+            docs = state_documents(n_state, cfg.seed + r, number_range=demo.number_range,
+                                   target_range=demo.target_range, held_out=held_out) if n_state else []
+            docs += arithmetic_documents(cfg.drill_docs - n_state, cfg.seed + r + (100 if n_state else 0),
+                                         number_range=demo.number_range, target_range=demo.target_range)
+            if n_state:
+                random.Random(cfg.seed + r).shuffle(docs)
+            drill.parent.mkdir(parents=True, exist_ok=True)
             drill.write_text("\n\n".join(docs) + "\n")
         out_dir = work / ("cpt" if r == 0 else f"cpt{r}")
         cpt = CPTConfig(model=str(model_dir), output_dir=str(out_dir), seed=cfg.seed + r, text_files=[str(drill)],
@@ -109,6 +129,9 @@ def main(cfg: BaseModelConfig) -> dict[str, Any]:
         seconds += time.perf_counter() - t0
         summaries.append(s._summary(out_dir))
         model_dir = out_dir
+    earlier = None  # how the model this run continued was made, kept in the record
+    if cfg.from_model and (resolve_base_model(cfg.from_model) / "steiner_base.json").is_file():
+        earlier = json.loads((resolve_base_model(cfg.from_model) / "steiner_base.json").read_text())
     out = Path(cfg.out)
     if out.exists():
         shutil.rmtree(out)
@@ -120,6 +143,8 @@ def main(cfg: BaseModelConfig) -> dict[str, Any]:
             "train_seconds": round(seconds, 1), "steps": sum(x.get("global_step", 0) for x in summaries),
             "train_loss": [x.get("train_loss") for x in summaries], "tokens": sum(
                 (x.get("data") or {}).get("text_tokens", 0) for x in summaries)}
+    if earlier is not None:
+        info["continued_from"] = earlier
     (out / "steiner_base.json").write_text(json.dumps(info, indent=2))
     return info
 
