@@ -13,7 +13,6 @@ problem, but the model has seen what "22 = 22" looks like. (Without this, a mode
 from __future__ import annotations
 
 import random
-import re
 
 from steiner.countdown.solver import OPS, Op, apply_op
 from steiner.countdown.steps import checks_reflection
@@ -98,7 +97,7 @@ def state_documents(n: int, seed: int = 0, *, number_range: tuple[int, int] | li
     from itertools import combinations
 
     from steiner.countdown.solver import reachable, state_of
-    from steiner.countdown.steps import _fmt, op_step, ordered_moves
+    from steiner.countdown.steps import _fmt, _move, op_step, ordered_moves, step_hit
 
     rng = random.Random(seed)
     lo, hi = number_range
@@ -123,7 +122,7 @@ def state_documents(n: int, seed: int = 0, *, number_range: tuple[int, int] | li
         blocks = []
         for op, _ in rng.sample(options, k):
             step = op_step(nums, op, t, order=nums)
-            hit = next((m.group(0).split(" (")[0] for m in re.finditer(r"\S+ \(\d+\? yes\)", step.thought)), None)
-            blocks.append(f"in {_fmt(nums)}: {step.thought} {checks_reflection(hit, t)}")
+            hit = step_hit(step)
+            blocks.append(f"in {_fmt(nums)}: {step.thought} {checks_reflection(_move(hit) if hit else None, t)}")
         docs.append(f"{', '.join(map(str, nums))} make {t}. " + " ".join(blocks))
     return docs

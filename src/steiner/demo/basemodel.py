@@ -92,8 +92,11 @@ def main(cfg: BaseModelConfig) -> dict[str, Any]:
     work = Path(cfg.work)
     demo = DemoConfig(seed=cfg.seed, cpt_docs=cfg.drill_docs, budget_fraction=0.0, problems=cfg.problems,
                       hidden_size=cfg.hidden_size, num_layers=cfg.num_layers)
+    earlier = None  # how the model this run continues was made, kept in its record
     if cfg.from_model:
         model_dir = resolve_base_model(cfg.from_model)
+        if (model_dir / "steiner_base.json").is_file():
+            earlier = json.loads((model_dir / "steiner_base.json").read_text())
     else:
         # the demo's own synthesis and base stage: the tokenizer is trained on the domain's text (questions,
         # searches, drill) as a real base model's covers its users' text; the model gets the demo's shape
@@ -129,9 +132,6 @@ def main(cfg: BaseModelConfig) -> dict[str, Any]:
         seconds += time.perf_counter() - t0
         summaries.append(s._summary(out_dir))
         model_dir = out_dir
-    earlier = None  # how the model this run continued was made, kept in the record
-    if cfg.from_model and (resolve_base_model(cfg.from_model) / "steiner_base.json").is_file():
-        earlier = json.loads((resolve_base_model(cfg.from_model) / "steiner_base.json").read_text())
     out = Path(cfg.out)
     if out.exists():
         shutil.rmtree(out)
