@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from steiner.countdown.text import arithmetic_documents, state_documents
+from steiner.countdown.text import arithmetic_documents, drill_documents, state_documents
 
 OPS = {"+": operator.add, "-": operator.sub, "*": operator.mul, "/": operator.floordiv}
 CHECK = re.compile(r"(\d+)([-+*/])(\d+)=(\d+) \((\d+)\? (yes|no)\)")
@@ -87,3 +87,16 @@ def test_arithmetic_documents_are_right() -> None:
         assert len(checks) == 16
         for p, q, r, s, tt, verdict in checks:
             assert _true(int(p), q, int(r), int(s)) and int(tt) == t and (verdict == "yes") == (int(s) == t)
+
+
+def test_drill_documents_mix_state_and_fact_drill_in_the_share_asked() -> None:
+    held = {22, 27, 36, 48}
+    assert drill_documents(40, seed=5) == arithmetic_documents(40, 5)  # share 0: the fact drill as it was
+    docs = drill_documents(40, seed=5, state_share=0.25, held_out=held)
+    assert docs == drill_documents(40, seed=5, state_share=0.25, held_out=held)
+    state = [d for d in docs if re.match(r"\d+, \d+, \d+ make \d+\. in ", d)]
+    facts = [d for d in docs if re.match(r"make \d+\. \d+[-+*/]\d+=", d)]
+    assert (len(state), len(facts)) == (10, 30)
+    assert sorted(state) == sorted(state_documents(10, 5, held_out=held))
+    assert sorted(facts) == sorted(arithmetic_documents(30, 105))
+    assert docs[:10] != state  # shuffled together, not state first

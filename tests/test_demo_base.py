@@ -25,7 +25,7 @@ def _plain_base(path, dtype="float16"):
 def _stage(base_model: str):
     from steiner.demo.stages import BaseStage
 
-    return BaseStage(corpus=[], cpt_docs=3, seed=0, vocab_size=300, number_range=[1, 12], target_range=[10, 50],
+    return BaseStage(corpus=[], cpt_docs=3, drill_state_share=0.0, seed=0, vocab_size=300, number_range=[1, 12], target_range=[10, 50],
                      number_tokens=200, base_model=base_model)
 
 

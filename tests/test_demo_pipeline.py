@@ -228,6 +228,7 @@ def test_every_demo_option_reruns_its_stages_and_those_after_them(tmp_path, fake
         "probe_requests": {"probe"},
         "bounded_max_steps": {"probe"} | {s for s in AFTER_STUDY if s.endswith("_bounded")},
         "cpt_docs": set(STAGES_BEFORE_STUDY[1:] + STUDY + AFTER_STUDY),
+        "drill_state_share": set(STAGES_BEFORE_STUDY[1:] + STUDY + AFTER_STUDY),
         "seed": set(STAGES_BEFORE_STUDY + STUDY + AFTER_STUDY),
     }
     expected["rl_max_steps"] = expected["rl_learning_rate"]

@@ -126,3 +126,19 @@ def state_documents(n: int, seed: int = 0, *, number_range: tuple[int, int] | li
             blocks.append(f"in {_fmt(nums)}: {step.thought} {checks_reflection(_move(hit) if hit else None, t)}")
         docs.append(f"{', '.join(map(str, nums))} make {t}. " + " ".join(blocks))
     return docs
+
+
+def drill_documents(n: int, seed: int = 0, *, state_share: float = 0.0,
+                    number_range: tuple[int, int] | list[int] = (1, 12),
+                    target_range: tuple[int, int] | list[int] = (10, 50),
+                    held_out: set[int] | None = None) -> list[str]:
+    """``n`` drill documents, deterministic for ``seed``: ``state_share`` of them `state_documents`
+    (a held-out target only with numbers that cannot make it), the rest `arithmetic_documents`,
+    shuffled together. With ``state_share`` 0 this is exactly ``arithmetic_documents(n, seed)``."""
+    n_state = round(state_share * n)
+    if not n_state:
+        return arithmetic_documents(n, seed, number_range=number_range, target_range=target_range)
+    docs = state_documents(n_state, seed, number_range=number_range, target_range=target_range, held_out=held_out)
+    docs += arithmetic_documents(n - n_state, seed + 100, number_range=number_range, target_range=target_range)
+    random.Random(seed).shuffle(docs)
+    return docs

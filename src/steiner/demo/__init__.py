@@ -61,6 +61,9 @@ class DemoConfig:
                               "CPT stays eager, compiled it is no faster: docs/demo.md sessions 30, 31; needs a "
                               "C++ compiler, else eager)")
     cpt_docs: int = opt(20000, "arithmetic drill documents in the CPT mixture (every fact, compared with targets)")
+    drill_state_share: float = opt(0.0, "share of those drill documents that is state drill: three numbers and a "
+                                        "target, a few first moves each after the numbers it starts from, every "
+                                        "target value (a held-out one only with numbers that cannot make it)")
     cpt_epochs: float = opt(1.0, "passes over the CPT mixture")
     cpt_reasoning_ratio: float = opt(0.25, "share of CPT tokens from reasoning paths; the rest is drill text "
                                            "(the drill is where held-out targets are seen at all)")
@@ -87,7 +90,7 @@ class DemoConfig:
                      "num_layers", "eval_n", "max_new_tokens", "rl_group"):
             check_range(name, getattr(self, name), lo=1)
         check_range("rl_steps", self.rl_steps, lo=0)
-        for name in ("multiturn_fraction", "past_answer_prob", "budget_fraction"):
+        for name in ("multiturn_fraction", "past_answer_prob", "budget_fraction", "drill_state_share"):
             check_range(name, getattr(self, name), lo=0.0, hi=1.0)
         if len(self.budget_steps) != 2 or not 1 <= self.budget_steps[0] <= self.budget_steps[1]:
             raise ConfigError(f"budget_steps must be lo,hi with 1 <= lo <= hi, got {self.budget_steps!r}")

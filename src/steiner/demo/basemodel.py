@@ -21,7 +21,6 @@ the quick run.
 from __future__ import annotations
 
 import json
-import random
 import shutil
 import time
 from dataclasses import dataclass
@@ -82,7 +81,7 @@ def main(cfg: BaseModelConfig) -> dict[str, Any]:
     import torch
 
     from steiner.countdown.problems import held_out_targets
-    from steiner.countdown.text import arithmetic_documents, state_documents
+    from steiner.countdown.text import drill_documents
     from steiner.demo import DemoConfig
     from steiner.demo import stages as s
     from steiner.tokenizer import load_model, load_tokenizer
@@ -113,13 +112,8 @@ def main(cfg: BaseModelConfig) -> dict[str, Any]:
         if r or cfg.from_model or cfg.state_share:
             # fresh documents each round: more facts compared with more targets, not the same text again
             drill = work / f"drill{r}.txt"
-            n_state = round(cfg.state_share * cfg.drill_docs)
-            docs = state_documents(n_state, cfg.seed + r, number_range=demo.number_range,
-                                   target_range=demo.target_range, held_out=held_out) if n_state else []
-            docs += arithmetic_documents(cfg.drill_docs - n_state, cfg.seed + r + (100 if n_state else 0),
-                                         number_range=demo.number_range, target_range=demo.target_range)
-            if n_state:
-                random.Random(cfg.seed + r).shuffle(docs)
+            docs = drill_documents(cfg.drill_docs, cfg.seed + r, state_share=cfg.state_share,
+                                   number_range=demo.number_range, target_range=demo.target_range, held_out=held_out)
             drill.parent.mkdir(parents=True, exist_ok=True)
             drill.write_text("\n\n".join(docs) + "\n")
         out_dir = work / ("cpt" if r == 0 else f"cpt{r}")

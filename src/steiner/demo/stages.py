@@ -172,7 +172,8 @@ class BaseStage:
     """A BPE tokenizer trained on the corpus (plus the reasoning tokens) and a model built from a config."""
 
     corpus: list[str]  # JSONL files whose questions and rendered paths train the tokenizer
-    cpt_docs: int  # arithmetic drill documents written for CPT (they train the tokenizer too)
+    cpt_docs: int  # drill documents written for CPT and SFT's replay (they train the tokenizer too)
+    drill_state_share: float  # the share of them that is state drill (steiner.countdown.text.drill_documents)
     seed: int
     vocab_size: int
     number_range: list[int]  # the drill covers every fact of this range and every target of target_range
@@ -191,7 +192,7 @@ def base(cfg: DemoConfig, data: Path) -> BaseStage:
 
         digest = output_digest(resolve_base_model(cfg.base_model))  # fails early, naming a missing folder
     return BaseStage(corpus=[str(data / "paths.jsonl"), str(data / "problems.jsonl")], cpt_docs=cfg.cpt_docs,
-                     seed=cfg.seed, vocab_size=cfg.vocab_size, number_range=list(cfg.number_range),
+                     drill_state_share=cfg.drill_state_share, seed=cfg.seed, vocab_size=cfg.vocab_size, number_range=list(cfg.number_range),
                      target_range=list(cfg.target_range), number_tokens=cfg.number_tokens,
                      model=TinyModelConfig(hidden_size=cfg.hidden_size, num_layers=cfg.num_layers, num_heads=4,
                                            intermediate_size=cfg.hidden_size * 4, max_position_embeddings=2048,
@@ -214,11 +215,13 @@ def _tokenizer_texts(files: list[str]) -> list[str]:
 
 def run_base(c: BaseStage, out: Path) -> dict[str, Any]:
     from steiner.config import to_dict
-    from steiner.countdown.text import arithmetic_documents
+    from steiner.countdown.problems import held_out_targets
+    from steiner.countdown.text import drill_documents
     from steiner.modeling import build_model
     from steiner.tokenizer import train_tokenizer
 
-    docs = arithmetic_documents(c.cpt_docs, c.seed, number_range=c.number_range, target_range=c.target_range)
+    docs = drill_documents(c.cpt_docs, c.seed, state_share=c.drill_state_share, number_range=c.number_range,
+                           target_range=c.target_range, held_out=held_out_targets(tuple(c.target_range)))
     (out / "arithmetic.txt").write_text("\n\n".join(docs) + "\n")
     if c.base_model:
         from steiner.demo.basemodel import resolve_base_model
