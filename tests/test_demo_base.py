@@ -106,6 +106,38 @@ def test_the_builtin_base_knows_the_drill_arithmetic_and_no_reasoning():
     assert right >= 180, f"{right}/200 facts right"
 
 
+def test_the_builtin_base_copies_a_state_and_a_held_out_target():
+    """The shipped base's other skill the quick demo relies on (docs/demo.md session 33): after a state
+    drill header it copies the three numbers into the first move's state (greedy), and a held-out target
+    -- never a training problem's -- into a check (teacher-forced). The fact-drill-only base of session
+    31 did neither (0/40, 0/40); its continuation on state drill does both (measured 40/40, 39/40 -- see
+    the docs)."""
+    import torch
+
+    from steiner.countdown.problems import held_out_targets
+    from steiner.demo.basemodel import builtin_path
+    from steiner.tokenizer import load_model, load_tokenizer
+
+    path = builtin_path()
+    tok, model = load_tokenizer(path), load_model(path, dtype=torch.float32).eval()
+    rng, held = random.Random(1), sorted(held_out_targets((10, 50)))
+    numbers = target = 0
+    for i in range(40):
+        a, b, c = (rng.randint(1, 12) for _ in range(3))
+        t = held[i % len(held)]
+        ids = tok(f"{a}, {b}, {c} make {t}. in ", return_tensors="pt")["input_ids"]
+        with torch.no_grad():
+            out = model.generate(ids, max_new_tokens=6, do_sample=False)
+        numbers += tok.decode(out[0, ids.shape[1]:]).replace(" ", "").startswith(f"{a},{b},{c}:")
+        s = a + b
+        u, v = max(s, c), min(s, c)
+        prefix = f"{a}, {b}, {c} make {t}. in {a},{b},{c}: {max(a, b)}+{min(a, b)}={s}. {u},{v}: {u}+{v}={u + v} ("
+        with torch.no_grad():
+            nxt = model(tok(prefix, return_tensors="pt")["input_ids"]).logits[0, -1].argmax().item()
+        target += tok.decode([nxt]).strip() == str(t)
+    assert numbers >= 32 and target >= 32, f"numbers {numbers}/40, held-out target {target}/40"
+
+
 def test_make_base_pretrains_on_drill_only_for_each_round_and_ships_fp16(tmp_path):
     import json
 

@@ -99,7 +99,7 @@ class DemoConfig:
 QUICK = {  # ~10 minutes on 2 CPU cores (docs/demo.md): every stage runs, on less data
     "problems": 600, "test_problems": 30, "cpt_docs": 4000, "cpt_epochs": 1.0, "sft_epochs": 1.0, "rl_steps": 2,
     "rl_group": 4, "rl_questions": 4, "sweep_max_steps": [1, 4], "sweep_min_steps": [], "probe_requests": 8,
-    "max_new_tokens": 800, "budget_fraction": 0.0, "compile": False, "base_model": "builtin",
+    "max_new_tokens": 800, "budget_fraction": 0.0, "compile": False, "base_model": "builtin", "drill_state_share": 0.5,
 }
 
 

@@ -1,21 +1,25 @@
-"""The quick demo's built-in base model: a tiny LM pretrained on the Countdown arithmetic drill only.
+"""The quick demo's built-in base model: a tiny LM pretrained on Countdown drill text only.
 
 The recipe starts from a base model that already knows arithmetic (Steiner's is Qwen2.5). The demo's
 full run builds its model from a config and teaches it the arithmetic in its CPT (~5.7M tokens, ten
 minutes on two cores); the ten-minute quick run cannot afford that, and from scratch its model scores
 ~0 with arithmetic 0.12 teacher-forced. So the quick preset starts from this base instead, as a user
-starts from theirs: its arithmetic is then 0.994, though its answers stay at 0-0.02 -- copying the
-question's numbers and target into the first step is the next limit (docs/demo.md, session 31).
+starts from theirs.
 
 The base is the demo's own tokenizer and model shape (a 512-token BPE trained on the domain's text,
 every whole number below 2,000 one token; hidden 128, 4 layers, tied embeddings), pretrained with
-`steiner train cpt` on drill text only -- facts compared with targets (``12*7=84 (39? no)``), no
-reasoning paths, no problems (`steiner.countdown.text.arithmetic_documents`) -- in two rounds of 30,000
-fresh documents (one round left 0.83 of the facts right, two 0.998). CPT extends its tokenizer with the
-14 reasoning tokens, as it does for any base model; their rows are never trained here. It ships in
-``steiner/data/countdown_base`` (fp16, 2.7 MB) and is rebuilt with ``python -m steiner.demo.basemodel``
-(`main`, ~33 minutes on two cores); docs/demo.md (session 31) records what it knows and what it does for
-the quick run.
+`steiner train cpt` on drill text only -- no reasoning paths, no problems. Two rounds of 30,000 fact
+documents (``12*7=84 (39? no)``, `steiner.countdown.text.arithmetic_documents`) taught it the facts
+(0.998), yet a quick model from it copied neither the question's numbers nor a held-out target into its
+first step and scored 0-0.02 (docs/demo.md session 31). A third round of 30,000 documents, two thirds of
+them state drill (three numbers and a target, then a few of their first moves, each after the numbers
+it starts from; every target value, a held-out one only with numbers that cannot make it:
+`state_documents`) taught both copies, and the quick model from it scores 0.38 (docs/demo.md session 33).
+CPT extends its tokenizer with the 14 reasoning tokens, as it does for any base model; their rows are
+never trained here. It ships in ``steiner/data/countdown_base`` (fp16, 2.7 MB); ``steiner_base.json``
+records how, round by round. Rebuilt with ``python -m steiner.demo.basemodel --out BASE`` (`main`, the
+two fact rounds, ~33 minutes on two cores), then ``python -m steiner.demo.basemodel --from-model BASE
+--rounds 1 --drill-docs 30000 --state-share 0.6666667 --seed 2`` (20 minutes).
 """
 
 from __future__ import annotations
