@@ -9,7 +9,7 @@ import pytest
 TINY = ["--problems", "60", "--test-problems", "6", "--cpt-docs", "40", "--sft-epochs", "1", "--rl-steps", "1",
         "--rl-group", "2", "--rl-questions", "2", "--eval-n", "2", "--max-new-tokens", "96", "--probe-requests", "4",
         "--hidden-size", "32", "--num-layers", "1", "--vocab-size", "300", "--sweep-max-steps", "1,2", "--study",
-        "--compile", "false"]
+        "--compile", "false", "--base-model", ""]  # a model built from a config: tiny, fast
 
 
 @pytest.mark.slow  # every stage, trained and served: minutes on 2 cores

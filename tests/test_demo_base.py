@@ -76,12 +76,11 @@ def test_a_changed_base_model_changes_the_base_stage_key(tmp_path):
     assert base(cfg, tmp_path).base_model_digest != first
 
 
-def test_the_quick_preset_starts_from_the_builtin_base():
+def test_the_full_and_quick_runs_start_from_the_builtin_base():
     from steiner.demo import DemoConfig, resolve
 
-    assert resolve(DemoConfig(quick=True)).base_model == "builtin"
-    assert DemoConfig().base_model == ""  # the full run builds its model from a config
-    assert resolve(DemoConfig(quick=True, base_model=""), {"base_model"}).base_model == ""
+    assert DemoConfig().base_model == "builtin" and resolve(DemoConfig(quick=True)).base_model == "builtin"
+    assert resolve(DemoConfig(quick=True, base_model=""), {"base_model"}).base_model == ""  # '' builds one
 
 
 def test_the_builtin_base_knows_the_drill_arithmetic_and_no_reasoning():

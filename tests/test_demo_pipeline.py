@@ -193,8 +193,8 @@ def _changed(value):
         return "search" if value == "optimal" else "optimal"
     if isinstance(value, list):
         return [*value[:-1], value[-1] + 1]
-    if value == "":  # base_model: the shipped base instead of one built from a config
-        return "builtin"
+    if value in ("", "builtin"):  # base_model: one built from a config instead of the shipped base, or back
+        return "builtin" if value == "" else ""
     return value * 2 if value else 1  # doubled: hidden_size must stay divisible by the heads
 
 

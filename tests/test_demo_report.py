@@ -86,3 +86,14 @@ def test_every_report_image_loads_in_headless_chromium(tmp_path):
     (tmp_path / "probe" / "probe.png").unlink()
     widths = _natural_widths(page, tmp_path / "profile")
     assert widths["probe/probe.png"] == 0 and widths["sweep_scaling.png"] > 0
+
+
+def test_the_model_section_names_a_pretrained_base_or_a_config(tmp_path):
+    run = _fake_run(tmp_path)
+    write_report(tmp_path, run)
+    assert "A Qwen2-architecture model built from a config: 12,345 parameters" in (tmp_path / "report.md").read_text()
+    base = next(s for s in run["stages"] if s["name"] == "base")
+    base["result"]["base_model"] = "/opt/bases/countdown"
+    write_report(tmp_path, run)
+    md = (tmp_path / "report.md").read_text()
+    assert "The pretrained base model `/opt/bases/countdown`: 12,345 parameters" in md and "from a config" not in md

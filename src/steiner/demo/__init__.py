@@ -1,7 +1,8 @@
 """`steiner demo`: the whole recipe in miniature on Countdown, on a CPU, end to end.
 
 problems -> built-in teacher -> random truncation -> DAGs -> backtracking paths -> a tokenizer trained
-on the corpus, extended with the 14 tokens -> a tiny Qwen2 model built from a config -> CPT -> SFT ->
+on the corpus, extended with the 14 tokens -> a tiny Qwen2 base pretrained on drill text (shipped; or
+one built from a config) -> CPT -> SFT ->
 RL with the step reward -> evaluation on held-out targets -> a step sweep -> serve and probe -> a
 report (Markdown + HTML). Every stage is resumable: a stage is keyed by the full config it runs with
 and by the stages it reads, so a rerun skips it unless one of those changed (see ``pipeline.py``).
@@ -48,10 +49,11 @@ class DemoConfig:
                                       "forcing more steps (min_steps; the request need not state it) stays in "
                                       "distribution: forcing 4 steps costs 7 points, not 41 (docs/demo.md)")
     budget_steps: list[int] = opt([2, 6], "range of K of those budgeted searches: lo,hi")
-    base_model: str = opt("", "start from this pretrained base model (a save_pretrained folder; 'builtin': the "
-                              "shipped tiny base that knows the drill's arithmetic, steiner.demo.basemodel) "
-                              "instead of one built from a config: its tokenizer and shape replace vocab_size, "
-                              "number_tokens, hidden_size, num_layers and tie_embeddings")
+    base_model: str = opt("builtin", "the pretrained base model to start from: 'builtin' is the shipped tiny base "
+                                     "that knows the drill's arithmetic and states (steiner.demo.basemodel), else a "
+                                     "save_pretrained folder; its tokenizer and shape replace vocab_size, "
+                                     "number_tokens, hidden_size, num_layers and tie_embeddings. '' builds one from "
+                                     "a config (then give --cpt-docs 20000 --drill-state-share 0, session 27's run)")
     vocab_size: int = opt(512, "size of the demo's own BPE vocabulary (before number and reasoning tokens)")
     number_tokens: int = opt(2000, "whole numbers below this are single tokens (arithmetic as facts, not digits)")
     hidden_size: int = opt(128, "model width")
@@ -60,8 +62,9 @@ class DemoConfig:
     compile: bool = opt(True, "train SFT under torch.compile (2 CPU cores: 2.8 vs 3.7 s/step after a 47 s compile; "
                               "CPT stays eager, compiled it is no faster: docs/demo.md sessions 30, 31; needs a "
                               "C++ compiler, else eager)")
-    cpt_docs: int = opt(20000, "arithmetic drill documents in the CPT mixture (every fact, compared with targets)")
-    drill_state_share: float = opt(0.0, "share of those drill documents that is state drill: three numbers and a "
+    cpt_docs: int = opt(4000, "drill documents in the CPT mixture and SFT's replay (every fact, compared with "
+                              "targets; 20000 when the model is built from a config and must learn the arithmetic)")
+    drill_state_share: float = opt(0.5, "share of those drill documents that is state drill: three numbers and a "
                                         "target, a few first moves each after the numbers it starts from, every "
                                         "target value (a held-out one only with numbers that cannot make it)")
     cpt_epochs: float = opt(1.0, "passes over the CPT mixture")
@@ -97,9 +100,9 @@ class DemoConfig:
 
 
 QUICK = {  # ~10 minutes on 2 CPU cores (docs/demo.md): every stage runs, on less data
-    "problems": 600, "test_problems": 30, "cpt_docs": 4000, "cpt_epochs": 1.0, "sft_epochs": 1.0, "rl_steps": 2,
+    "problems": 600, "test_problems": 30, "cpt_epochs": 1.0, "sft_epochs": 1.0, "rl_steps": 2,
     "rl_group": 4, "rl_questions": 4, "sweep_max_steps": [1, 4], "sweep_min_steps": [], "probe_requests": 8,
-    "max_new_tokens": 800, "budget_fraction": 0.0, "compile": False, "base_model": "builtin", "drill_state_share": 0.5,
+    "max_new_tokens": 800, "budget_fraction": 0.0, "compile": False,
 }
 
 

@@ -84,8 +84,10 @@ def write_report(root: Path, summary: dict[str, Any]) -> Path:
             md += [f"![reasoning tokens per path]({png.relative_to(root)})", ""]
     base = _result(summary, "base")
     if base:
-        md += ["## Model", "", f"A Qwen2-architecture model built from a config: {base.get('params'):,} parameters, "
-               f"a {base.get('vocab')}-token vocabulary trained on the synthesised corpus (14 reasoning tokens included).",
+        what = (f"The pretrained base model `{base['base_model']}`" if base.get("base_model") else
+                "A Qwen2-architecture model built from a config")
+        md += ["## Model", "", f"{what}: {base.get('params'):,} parameters, a {base.get('vocab')}-token vocabulary "
+               "trained on the domain's text (14 reasoning tokens included).",
                "", markdown_table([base.get("model", {})]), ""]
     train = [{"stage": n, "global step": _result(summary, n).get("global_step"),
               "train loss": _result(summary, n).get("train_loss")}
