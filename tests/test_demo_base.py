@@ -25,8 +25,8 @@ def _plain_base(path, dtype="float16"):
 def _stage(base_model: str):
     from steiner.demo.stages import BaseStage
 
-    return BaseStage(corpus=[], cpt_docs=3, drill_state_share=0.0, seed=0, vocab_size=300, number_range=[1, 12], target_range=[10, 50],
-                     number_tokens=200, base_model=base_model)
+    return BaseStage(corpus=[], cpt_docs=3, drill_state_share=0.0, seed=0, vocab_size=300, number_range=[1, 12],
+                     target_range=[10, 50], number_tokens=200, base_model=base_model)
 
 
 def test_a_plain_fp16_base_is_extended_with_the_reasoning_tokens_and_kept_as_fp32(tmp_path):
@@ -109,8 +109,8 @@ def test_the_builtin_base_copies_a_state_and_a_held_out_target():
     """The shipped base's other skill the quick demo relies on (docs/demo.md session 33): after a state
     drill header it copies the three numbers into the first move's state (greedy), and a held-out target
     -- never a training problem's -- into a check (teacher-forced). The fact-drill-only base of session
-    31 did neither (0/40, 0/40); its continuation on state drill does both (measured 40/40, 39/40 -- see
-    the docs)."""
+    31 did neither (0/40, 0/40); its continuation on state drill does both (measured 40/40 and 40/40, docs/demo.md
+    session 33)."""
     import torch
 
     from steiner.countdown.problems import held_out_targets

@@ -113,9 +113,9 @@ def main(cfg: BaseModelConfig) -> dict[str, Any]:
     held_out = held_out_targets(tuple(demo.target_range))
     seconds, summaries = 0.0, []
     for r in range(cfg.rounds):
-        drill = work / "base" / "arithmetic.txt"
-        if r or cfg.from_model or cfg.state_share:
-            # fresh documents each round: more facts compared with more targets, not the same text again
+        if r == 0 and not (cfg.from_model or cfg.state_share):
+            drill = work / "base" / "arithmetic.txt"  # the base stage wrote these very documents (its tokenizer's text)
+        else:  # fresh documents each round: more facts compared with more targets, not the same text again
             drill = work / f"drill{r}.txt"
             docs = drill_documents(cfg.drill_docs, cfg.seed + r, state_share=cfg.state_share,
                                    number_range=demo.number_range, target_range=demo.target_range, held_out=held_out)

@@ -169,7 +169,8 @@ def split_paths(data: Path, seed: int, multiturn_fraction: float = 0.15, prefer_
 
 @dataclass
 class BaseStage:
-    """A BPE tokenizer trained on the corpus (plus the reasoning tokens) and a model built from a config."""
+    """The drill text, and the model: a pretrained base copied in (``base_model``), or a BPE tokenizer trained
+    on the corpus (plus the reasoning tokens) and a model built from a config."""
 
     corpus: list[str]  # JSONL files whose questions and rendered paths train the tokenizer
     cpt_docs: int  # drill documents written for CPT and SFT's replay (they train the tokenizer too)
@@ -192,8 +193,9 @@ def base(cfg: DemoConfig, data: Path) -> BaseStage:
 
         digest = output_digest(resolve_base_model(cfg.base_model))  # fails early, naming a missing folder
     return BaseStage(corpus=[str(data / "paths.jsonl"), str(data / "problems.jsonl")], cpt_docs=cfg.cpt_docs,
-                     drill_state_share=cfg.drill_state_share, seed=cfg.seed, vocab_size=cfg.vocab_size, number_range=list(cfg.number_range),
-                     target_range=list(cfg.target_range), number_tokens=cfg.number_tokens,
+                     drill_state_share=cfg.drill_state_share, seed=cfg.seed, vocab_size=cfg.vocab_size,
+                     number_range=list(cfg.number_range), target_range=list(cfg.target_range),
+                     number_tokens=cfg.number_tokens,
                      model=TinyModelConfig(hidden_size=cfg.hidden_size, num_layers=cfg.num_layers, num_heads=4,
                                            intermediate_size=cfg.hidden_size * 4, max_position_embeddings=2048,
                                            tie_word_embeddings=cfg.tie_embeddings, seed=cfg.seed),
