@@ -231,3 +231,25 @@ def test_a_budgeted_search_passes_each_hit_before_its_budget_tries_one_more_move
     as_dicts = [{"name": s.name, "thought": s.thought, "summary": s.summary, "decision": s.decision,
                  "returns_to": s.returns_to} for s in steps]
     assert check_path({"steps": as_dicts}, numbers, target) == []
+
+
+def test_a_recheck_budget_writes_the_hit_again_until_the_budget_and_tries_nothing_more():
+    from steiner.countdown.steps import search_path
+
+    numbers, target = [4, 8, 7], 39
+    plain, answer = search_path(numbers, target)
+    steps, again = search_path(numbers, target, min_steps=3, budget_pass="recheck")
+    assert again == answer and [s.name for s in steps] == [s.name for s in plain]  # the budget is met: as before
+    # min_steps 6: the hit at step 3 is written again at 4, 5 and 6; each pass returns where the hit came from
+    steps, again = search_path(numbers, target, min_steps=6, budget_pass="recheck")
+    assert again == answer and len(steps) == 6
+    assert [s.name for s in steps[:3]] == [s.name for s in plain]
+    hit = plain[2]
+    for s in steps[2:]:
+        assert (s.name, s.thought, s.summary, s.reflection) == (hit.name, hit.thought, hit.summary, hit.reflection)
+    assert [(s.decision, s.returns_to) for s in steps[2:]] == [("backtrack", 0)] * 3 + [("end", None)]
+    as_dicts = [{"name": s.name, "thought": s.thought, "summary": s.summary, "decision": s.decision,
+                 "returns_to": s.returns_to} for s in steps]
+    assert check_path({"steps": as_dicts}, numbers, target) == []
+    with pytest.raises(ValueError, match="budget_pass"):
+        search_path(numbers, target, min_steps=4, budget_pass="again")

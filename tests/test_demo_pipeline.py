@@ -337,6 +337,14 @@ def test_split_paths_writes_a_share_of_the_searches_for_a_stated_budget(tmp_path
         assert len(r["steps"]) == 5 and [s["decision"] for s in r["steps"]].count("end") == 1
     assert {len(r["steps"]) for r in recs if r["source"] == "dag"} == {3} and not any("system" in r for r in recs
                                                                                        if r["source"] == "dag")
+    # recheck passes: the hit's move is written again until the budget, K steps in all
+    split_paths(tmp_path, seed=0, multiturn_fraction=0.0, budget_fraction=0.5, budget_steps=[4, 5],
+                budget_pass="recheck")
+    again = [r for r in read_jsonl(tmp_path / "paths_dag.jsonl", "x") if r["source"] == "budget"]
+    assert [r["id"] for r in again] == [r["id"] for r in budgeted]
+    for r in again:
+        k = int(r["id"].rsplit("-min", 1)[1])
+        assert len(r["steps"]) == k and {s["name"] for s in r["steps"][2:]} == {plain[2].name}
 
 
 def test_a_data_stage_reruns_in_an_empty_folder(tmp_path, monkeypatch):

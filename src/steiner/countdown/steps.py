@@ -236,8 +236,12 @@ def ops_steps(numbers: list[int], ops: list[Op], target: int, rng: Any = None, *
     return steps
 
 
+BUDGET_PASSES = ("search", "recheck")
+
+
 def search_path(numbers: list[int], target: int, rng: Any = None, past_answer_prob: float = 0.0,
-                return_prob: float = 0.5, min_steps: int = 0) -> tuple[list[Step], str] | None:
+                return_prob: float = 0.5, min_steps: int = 0,
+                budget_pass: str = "search") -> tuple[list[Step], str] | None:
     """The search trace for a problem: depth-first over `ordered_moves`, every dead end explored.
 
     A step whose checks miss backtracks to the step it came from; a move that leaves three or more
@@ -256,8 +260,13 @@ def search_path(numbers: list[int], target: int, rng: Any = None, past_answer_pr
     search tries the next move and comes back to the hit; a return that is still before K passes the hit
     again and tries the next move after that. The rule is local (pass, one more move, back). At inference
     the step-bounds processor does the counting (it bans the end below ``min_steps``), so a forced request
-    need not state the budget: measured better unstated (docs/demo.md, session 30).
+    need not state the budget: measured better unstated (docs/demo.md, session 30). With
+    ``budget_pass="recheck"`` a hit before K is instead passed back to the step it came from and the same
+    move written again -- a second look at the hit, which the model copies from its own last step -- until
+    the budget is met; the search tries nothing more.
     """
+    if budget_pass not in BUDGET_PASSES:
+        raise ValueError(f"budget_pass must be one of {BUDGET_PASSES}, got {budget_pass!r}")
     steps: list[Step] = []
 
     def passes() -> bool:
@@ -276,6 +285,13 @@ def search_path(numbers: list[int], target: int, rng: Any = None, past_answer_pr
                 found = [op] + ([hit] if hit is not None else [])
                 if passes():
                     step.decision, step.returns_to = "backtrack", parent
+                    if min_steps and budget_pass == "recheck":
+                        while True:  # the same move again, until the budget is met
+                            again = op_step(order, op, target, decision="end", order=order)
+                            steps.append(again)
+                            if not passes():
+                                return found
+                            again.decision, again.returns_to = "backtrack", parent
                     passed = found
                     continue
                 step.decision = "end"

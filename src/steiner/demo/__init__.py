@@ -49,6 +49,9 @@ class DemoConfig:
                                       "forcing more steps (min_steps; the request need not state it) stays in "
                                       "distribution: forcing 4 steps costs 7 points, not 41 (docs/demo.md)")
     budget_steps: list[int] = opt([2, 6], "range of K of those budgeted searches: lo,hi")
+    budget_pass: Literal["search", "recheck"] = opt(
+        "search", "how a budgeted search passes a hit before K: 'search' tries one more move and comes back, "
+                  "'recheck' writes the hit's move again (a second look, copied from the step before)")
     base_model: str = opt("builtin", "the pretrained base model to start from: 'builtin' is the shipped tiny base "
                                      "that knows the drill's arithmetic and states (steiner.demo.basemodel), else a "
                                      "save_pretrained folder; its tokenizer and shape replace vocab_size, "

@@ -61,6 +61,7 @@ class SynthStage:
     multiturn_history: str = "optimal"  # what the earlier turn of a search's conversation is: "optimal" or "search"
     budget_fraction: float = 0.0  # share of searches rewritten for a step budget (`budget_searches`)
     budget_steps: list[int] = field(default_factory=lambda: [2, 6])  # range of those budgets: lo,hi
+    budget_pass: str = "search"  # how they pass a hit before the budget (`search_path`'s budget_pass)
 
 
 def synth(cfg: DemoConfig, out: Path) -> SynthStage:
@@ -74,7 +75,7 @@ def synth(cfg: DemoConfig, out: Path) -> SynthStage:
                           # search, which a small model can learn (a random order it cannot)
                           explore_prob=1.0, max_backtracks=40, past_answer_prob=cfg.past_answer_prob),
         split_seed=cfg.seed, multiturn_fraction=cfg.multiturn_fraction, multiturn_history=cfg.multiturn_history,
-        budget_fraction=cfg.budget_fraction, budget_steps=list(cfg.budget_steps))
+        budget_fraction=cfg.budget_fraction, budget_steps=list(cfg.budget_steps), budget_pass=cfg.budget_pass)
 
 
 def run_synth(c: SynthStage, out: Path) -> dict[str, Any]:
@@ -82,15 +83,17 @@ def run_synth(c: SynthStage, out: Path) -> dict[str, Any]:
 
     synth_main(c.synth)
     split_paths(out, c.split_seed, c.multiturn_fraction, prefer_reference=c.synth.past_answer_prob > 0,
-                history=c.multiturn_history, budget_fraction=c.budget_fraction, budget_steps=c.budget_steps)
+                history=c.multiturn_history, budget_fraction=c.budget_fraction, budget_steps=c.budget_steps,
+                budget_pass=c.budget_pass)
     return json.loads((out / "stats.json").read_text())
 
 
 def budget_searches(searches: list[dict[str, Any]], problems: Path, fraction: float, steps: Sequence[int],
-                    seed: int) -> list[dict[str, Any]]:
+                    seed: int, budget_pass: str = "search") -> list[dict[str, Any]]:
     """``searches`` with a ``fraction`` of them written again for a step budget K drawn from ``steps``
     (lo,hi): the search of `steiner.countdown.steps.search_path` with ``min_steps=K``, which passes each hit
-    before step K, tries one more move and comes back, and a system message that states the budget
+    before step K, tries one more move and comes back (``budget_pass="recheck"``: writes the hit's move
+    again), and a system message that states the budget
     (`steiner.format.min_steps_prompt`). A model trained on them has a way to go on when a request forces
     more steps (the step-bounds processor bans the end; the request need not state the budget), while a
     request without a budget sees only the plain searches' behaviour."""
@@ -113,7 +116,7 @@ def budget_searches(searches: list[dict[str, Any]], problems: Path, fraction: fl
         p = by_id.get(rec["question_id"])
         if p is None:
             raise ValueError(f"{problems}: no problem {rec['question_id']!r} for the search {rec['id']!r}")
-        found = search_path(p["numbers"], p["target"], min_steps=k)
+        found = search_path(p["numbers"], p["target"], min_steps=k, budget_pass=budget_pass)
         if found is None:
             raise ValueError(f"{problems}: problem {p['id']!r} has no solution")
         body, answer = found
@@ -123,7 +126,8 @@ def budget_searches(searches: list[dict[str, Any]], problems: Path, fraction: fl
 
 
 def split_paths(data: Path, seed: int, multiturn_fraction: float = 0.15, prefer_reference: bool = False,
-                history: str = "optimal", budget_fraction: float = 0.0, budget_steps: Sequence[int] = (2, 6)) -> None:
+                history: str = "optimal", budget_fraction: float = 0.0, budget_steps: Sequence[int] = (2, 6),
+                budget_pass: str = "search") -> None:
     """Write paths_dag.jsonl (DAG walks with backtracks) and paths_optimal.jsonl (shortest paths only).
 
     A ``multiturn_fraction`` of the records in each file get an earlier turn as ``history`` (another
@@ -151,7 +155,7 @@ def split_paths(data: Path, seed: int, multiturn_fraction: float = 0.15, prefer_
         if sig not in seen:
             seen.add(sig)
             searches.append(rec)
-    searches = budget_searches(searches, data / "problems.jsonl", budget_fraction, budget_steps, seed)
+    searches = budget_searches(searches, data / "problems.jsonl", budget_fraction, budget_steps, seed, budget_pass)
     earlier = searches if history == "search" else optimal
     for name, recs, pool in (("paths_dag.jsonl", searches, earlier), ("paths_optimal.jsonl", optimal, optimal)):
         lines = []
