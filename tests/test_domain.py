@@ -91,6 +91,14 @@ def test_countdown_step_checker_reasons():
                                            reflection=stop.reflection)).reason == (
         "claims to reach 11 with no result written out")
     assert "reaches 39" in first.reflection or "reaches 39" in second.reflection  # honest hits pass (above)
+    # a hit whose every move is right but whose answer is not: an intermediate written as a number
+    cd22 = {"id": "q22", "question": "Using the numbers 2, 12, 5, make 22.", "answer": "12 + (5 * 2)"}
+    (hit,) = ops_steps([2, 12, 5], [(5, "*", 2, 10)], 22, end=False)
+    assert dom.check_step(cd22, None, hit).ok and hit.reflection.endswith(": 12 + (5 * 2).")
+    wrong = Step(name=hit.name, thought=hit.thought, summary=hit.summary,
+                 reflection="12+10=22 reaches 22: (5 * 2) + 10.", decision="end")
+    assert dom.check_step(cd22, None, wrong).reason == (
+        "writes the answer (5 * 2) + 10, which uses 10, which is not one of the numbers")
 
 
 def test_countdown_hooks_and_teacher():

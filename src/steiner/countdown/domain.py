@@ -33,6 +33,7 @@ from steiner.format import Step
 from steiner.grading import extract_expression
 
 _REACHES_RE = re.compile(r"reaches (\d+)")
+_ANSWER_RE = re.compile(r"reaches \d+: (.+?)\.?\s*$")  # "12*3=36 reaches 36: 12 * (2 + 1)."
 
 
 class CountdownDomain(Domain):
@@ -100,7 +101,7 @@ class CountdownDomain(Domain):
                 return f"compares {c} with the target {target} wrongly"
             if claim and (int(claim.group(1)) != target or c != target):
                 return f"claims to reach {claim.group(1)}, but {c} is {'not ' if c != target else ''}{target}"
-            return None
+            return self._check_claimed_answer(record, step)
         if len(left) != 2:
             return "writes out final results, but more than two numbers are left"
         expected = final_checks(left[0], left[1], target)
@@ -119,7 +120,19 @@ class CountdownDomain(Domain):
             return f"writes {len(checks)} of the {len(expected)} results of {max(left)} and {min(left)}"
         if claim and (int(claim.group(1)) != target or not hit):
             return f"claims to reach {claim.group(1)}, but its results {'do not reach' if not hit else 'reach'} {target}"
-        return None
+        return self._check_claimed_answer(record, step)
+
+    def _check_claimed_answer(self, record: dict[str, Any], step: Step) -> str | None:
+        """What is wrong with the answer a hit's reflection writes ("... reaches 36: 12 * (2 + 1).";
+        None: nothing, or no answer written): it must use the question's numbers and make the target.
+        A model that writes an intermediate as a number ("(5 * 2) + 10" for 12 + 5 * 2) had every
+        move right and this claim wrong (docs/demo.md, session 34)."""
+        m = _ANSWER_RE.search(step.reflection or "")
+        if m is None:
+            return None
+        numbers, target = self._problem(record)
+        res = check_answer(m.group(1), numbers, target)
+        return None if res.ok else f"writes the answer {m.group(1)}, which {res.reason}"
 
     def grade(self, record: dict[str, Any], answer: str) -> Grade:
         expr = extract_expression(answer)
