@@ -51,7 +51,8 @@ class DemoConfig:
     budget_steps: list[int] = opt([2, 6], "range of K of those budgeted searches: lo,hi")
     budget_pass: Literal["search", "recheck"] = opt(
         "search", "how a budgeted search passes a hit before K: 'search' tries one more move and comes back, "
-                  "'recheck' writes the hit's move again (a second look, copied from the step before)")
+                  "'recheck' writes the hit's move again (a second look, copied from the step before): forcing "
+                  "4 steps then costs 2.5 points, not 11.2, at -1.8 (n.s.) unforced (docs/demo.md, session 34)")
     base_model: str = opt("builtin", "the pretrained base model to start from: 'builtin' is the shipped tiny base "
                                      "that knows the drill's arithmetic and states (steiner.demo.basemodel), else a "
                                      "save_pretrained folder; its tokenizer and shape replace vocab_size, "
