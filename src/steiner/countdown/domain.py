@@ -79,12 +79,12 @@ class CountdownDomain(Domain):
         claimed = step_key(step)
         if claimed is not None and claimed != after:
             return StepCheck(False, f"claims the numbers left are {claimed}, but the move leaves {after}", after)
-        bad = self._check_results(record, [*rest, c], step, start=list(state))
+        bad = self._check_results(record, [*rest, c], step) or self._check_claimed_answer(record, list(state), step)
         if bad:
             return StepCheck(False, bad, after)
         return StepCheck(True, "ok", after)
 
-    def _check_results(self, record: dict[str, Any], left: list[int], step: Step, start: list[int]) -> str | None:
+    def _check_results(self, record: dict[str, Any], left: list[int], step: Step) -> str | None:
         """What is wrong with the results a step wrote out for its last two numbers (None: nothing):
         each must use those two numbers, be computed right, be compared with the real target and
         judged right, in the order + - * / up to the first hit, and all of them be there unless one hits;
@@ -101,7 +101,7 @@ class CountdownDomain(Domain):
                 return f"compares {c} with the target {target} wrongly"
             if claim and (int(claim.group(1)) != target or c != target):
                 return f"claims to reach {claim.group(1)}, but {c} is {'not ' if c != target else ''}{target}"
-            return self._check_claimed_answer(record, start, step)
+            return None
         if len(left) != 2:
             return "writes out final results, but more than two numbers are left"
         expected = final_checks(left[0], left[1], target)
@@ -120,7 +120,7 @@ class CountdownDomain(Domain):
             return f"writes {len(checks)} of the {len(expected)} results of {max(left)} and {min(left)}"
         if claim and (int(claim.group(1)) != target or not hit):
             return f"claims to reach {claim.group(1)}, but its results {'do not reach' if not hit else 'reach'} {target}"
-        return self._check_claimed_answer(record, start, step)
+        return None
 
     def _check_claimed_answer(self, record: dict[str, Any], start: list[int], step: Step) -> str | None:
         """What is wrong with the answer a hit's reflection writes ("... reaches 36: 12 * (2 + 1).";
