@@ -44,15 +44,17 @@ class DemoConfig:
                    "a client sends the model's own turn back; 0.5 + search: follow-up -3.5 vs -42 points, docs/demo.md)")
     past_answer_prob: float = opt(0.0, "chance a search goes on past a hit and comes back to it, so that forcing "
                                        "more steps (min_steps) stays in distribution (0.2: docs/demo.md)")
-    budget_fraction: float = opt(0.3, "share of training searches written for a step budget K, stated in a system "
+    budget_fraction: float = opt(0.5, "share of training searches written for a step budget K, stated in a system "
                                       "message ('Take at least K steps.'): hits before K are passed and come back, so "
                                       "forcing more steps (min_steps; the request need not state it) stays in "
-                                      "distribution: forcing 4 steps costs 7 points, not 41 (docs/demo.md)")
+                                      "distribution (0.5 with recheck passes: forcing 4 steps costs 3.2 points, "
+                                      "docs/demo.md session 35)")
     budget_steps: list[int] = opt([2, 6], "range of K of those budgeted searches: lo,hi")
     budget_pass: Literal["search", "recheck"] = opt(
-        "search", "how a budgeted search passes a hit before K: 'search' tries one more move and comes back, "
-                  "'recheck' writes the hit's move again (a second look, copied from the step before): forcing "
-                  "4 steps then costs 2.5 points, not 11.2, at -1.8 (n.s.) unforced (docs/demo.md, session 34)")
+        "recheck", "how a budgeted search passes a hit before K: 'recheck' writes the hit's move again (a second "
+                   "look, copied from the step before), 'search' tries one more move and comes back: forcing 4 "
+                   "steps costs 3.2 points with recheck, 11.2 with search, at the same unforced accuracy "
+                   "(docs/demo.md, sessions 34-35)")
     base_model: str = opt("builtin", "the pretrained base model to start from: 'builtin' is the shipped tiny base "
                                      "that knows the drill's arithmetic and states (steiner.demo.basemodel), else a "
                                      "save_pretrained folder; its tokenizer and shape replace vocab_size, "
