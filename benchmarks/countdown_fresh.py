@@ -89,7 +89,8 @@ def main() -> None:
     ap.add_argument("--model", required=True)
     ap.add_argument("--problems", type=int, default=200)
     ap.add_argument("--n", type=int, default=1, help="samples per problem (temperature 0.7 when > 1, else greedy)")
-    ap.add_argument("--max-new-tokens", type=int, default=800)
+    ap.add_argument("--max-new-tokens", type=int, default=1200,
+                    help="most new tokens per completion (the demo evaluates at 1,200: a full search is up to ~1,400)")
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--seed", type=int, default=12345)
     args = ap.parse_args()
