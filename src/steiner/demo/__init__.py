@@ -47,14 +47,14 @@ class DemoConfig:
     budget_fraction: float = opt(0.5, "share of training searches written for a step budget K, stated in a system "
                                       "message ('Take at least K steps.'): hits before K are passed and come back, so "
                                       "forcing more steps (min_steps; the request need not state it) stays in "
-                                      "distribution (0.5 with recheck passes: forcing 4 steps costs 3.2 points, "
-                                      "docs/demo.md session 35)")
+                                      "distribution (0.5 with recheck passes: forcing 4 steps costs 1.5 points on the "
+                                      "full run's model, docs/demo.md session 36)")
     budget_steps: list[int] = opt([2, 6], "range of K of those budgeted searches: lo,hi")
     budget_pass: Literal["search", "recheck"] = opt(
         "recheck", "how a budgeted search passes a hit before K: 'recheck' writes the hit's move again (a second "
                    "look, copied from the step before), 'search' tries one more move and comes back: forcing 4 "
-                   "steps costs 3.2 points with recheck, 11.2 with search, at the same unforced accuracy "
-                   "(docs/demo.md, sessions 34-35)")
+                   "steps cost 3.2 points with recheck, 11.2 with search, at the same unforced accuracy "
+                   "(SFT from one CPT checkpoint, docs/demo.md, sessions 34-35)")
     base_model: str = opt("builtin", "the pretrained base model to start from: 'builtin' is the shipped tiny base "
                                      "that knows the drill's arithmetic and states (steiner.demo.basemodel), else a "
                                      "save_pretrained folder; its tokenizer and shape replace vocab_size, "
