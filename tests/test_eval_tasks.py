@@ -122,6 +122,19 @@ def test_countdown_from_generated_problems(tmp_path: Path) -> None:
     assert load_items(resolve_task("countdown", str(path)), limit=2)[-1].id == test_ids[1]
 
 
+def test_countdown_split_selects_the_rows_of_that_split(tmp_path: Path) -> None:
+    from steiner.countdown import generate_problems
+
+    problems = generate_problems(40, seed=3, test_fraction=0.25)
+    path = write(tmp_path / "countdown.jsonl", problems)
+    items = load_items(resolve_task("countdown", str(path), split="train"))
+    assert [it.id for it in items] == [p["id"] for p in problems if p["split"] == "train"]
+    train = [p for p in problems if p["split"] == "train"]
+    train_only = write(tmp_path / "train.jsonl", train)
+    with pytest.raises(TaskError, match=rf"in its {len(train)} rows; it keeps only rows whose split is 'test' \(--split"):
+        load_items(resolve_task("countdown", str(train_only)))
+
+
 def test_math_task_and_custom_template(tmp_path: Path) -> None:
     path = write(tmp_path / "m.jsonl", [{"id": "m1", "question": "1/2 + 1/4 = ?", "answer": "3/4", "level": 2}])
     spec = resolve_task("math", str(path))

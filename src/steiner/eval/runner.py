@@ -28,7 +28,7 @@ class EvalConfig:
 
     task: str | None = opt(None, "built-in task: gpqa_diamond, mmlu, mmlu_pro, countdown, math, mc_sample")
     data: str | None = opt(None, "local JSONL/JSON/CSV/Parquet file (or hub dataset name); with --task it replaces the task's source, alone the task is inferred from its columns")
-    split: str | None = opt(None, "dataset split (overrides the task's)")
+    split: str | None = opt(None, "dataset split (overrides the task's; for countdown, the rows whose split column has this value)")
     answer_type: str | None = opt(None, "override the answer type: choice, number, math, countdown, text")
     limit: int | None = opt(None, "evaluate only the first N questions")
     model: str | None = opt(None, "local save_pretrained folder (model + tokenizer) to evaluate")

@@ -344,7 +344,9 @@ def load_items(spec: TaskSpec, limit: int | None = None) -> list[EvalItem]:
     rows, source = read_rows(spec)
     items = rows_to_items(spec, rows, source)
     if not items:
-        raise TaskError(f"{source}: no questions for task {spec.name!r}")
+        kept = "".join(f"; it keeps only rows whose {k} is {v!r}" for k, v in spec.where.items())
+        hint = " (--split selects another)" if rows and "split" in spec.where else ""
+        raise TaskError(f"{source}: no questions for task {spec.name!r} in its {len(rows)} rows{kept}{hint}")
     return items[:limit] if limit else items
 
 
@@ -383,6 +385,8 @@ def resolve_task(task: str | None, data: str | None, *, answer_type: str | None 
         spec = infer_spec(data)  # type: ignore[arg-type]
     if split:
         spec.split = split
+        if "split" in spec.where:  # a local file's rows carry their split (countdown): select that one
+            spec.where = {**spec.where, "split": split}
     if answer_type and answer_type != spec.answer_type:
         spec = dataclasses.replace(spec, answer_type=answer_type)
     return spec
