@@ -38,21 +38,18 @@ def main() -> None:
 
     from pathlib import Path
 
-    from steiner.eval.metrics import paired_bootstrap, per_question_accuracy
-    from steiner.jsonl import read_jsonl
+    from steiner.eval.compare import compare
 
     stage = {"(a)": "a_sft_optimal", "(b)": "b_sft_dag", "(c)": "c_rl_step", "(d)": "d_rl_outcome"}
 
-    def acc(label: str) -> dict[str, float]:
-        f = Path(args.out) / f"study_{stage[label]}_free" / "samples.jsonl"
-        return per_question_accuracy(read_jsonl(f)) if f.is_file() else {}
-
     def diff(x: str, y: str) -> str:
-        a, b = acc(x), acc(y)
-        if not a or not b:
+        a, b = (Path(args.out) / f"study_{stage[label]}_free" for label in (x, y))
+        if not (a / "samples.jsonl").is_file() or not (b / "samples.jsonl").is_file():
             return "n/a"
-        mean, lo, hi = paired_bootstrap(a, b)
-        return f"{100 * mean:+.1f} points (95% CI {100 * lo:+.1f} to {100 * hi:+.1f}, {len(a)} questions)"
+        rep = compare([str(a)], [str(b)])
+        lo, hi = rep["ci"]
+        return (f"{100 * rep['difference']:+.1f} points (95% CI {100 * lo:+.1f} to {100 * hi:+.1f}, "
+                f"{rep['shared_questions']} questions)")
 
     print(f"\n(b) - (a): {diff('(b)', '(a)')}  (target: >= +15)")
     print(f"(c) - (b): {diff('(c)', '(b)')}  (target: > 0)")

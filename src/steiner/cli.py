@@ -16,6 +16,7 @@ COMMANDS = [
     ("generate", "steiner.commands.generate"),
     ("eval", "steiner.commands.eval"),
     ("sweep", "steiner.commands.sweep"),
+    ("compare", "steiner.commands.compare"),
     ("serve", "steiner.commands.serve"),
     ("probe", "steiner.commands.probe"),
     ("tokenizer", "steiner.commands.tokenizer"),
